@@ -1,0 +1,7 @@
+select
+    release_id,
+    artist_id,
+    title,
+    label,
+    release_date
+from {{ ref('album_releases') }}

@@ -1,0 +1,5 @@
+select
+    artist_id,
+    name as artist_name,
+    genre
+from {{ ref('artists') }}

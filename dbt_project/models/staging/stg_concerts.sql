@@ -1,0 +1,6 @@
+select
+    concert_id,
+    artist_id,
+    location,
+    event_date
+from {{ ref('concerts') }}
