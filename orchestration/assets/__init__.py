@@ -1,0 +1,1 @@
+"""Dagster assets: dbt models, Larder models (what a sync reads) and collections (what it writes)."""

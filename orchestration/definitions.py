@@ -1,0 +1,39 @@
+"""Larder's Dagster code location: read like a table of contents.
+
+Everything is built from the project's configuration (larder.yaml, sync files, dbt meta), so a
+new sync needs no Python.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets.collections import build_sync_assets
+from orchestration.assets.dbt import build_dbt_assets, dbt_project_of, dbt_resource
+from orchestration.assets.models import build_model_assets
+from orchestration.config.load import Project, load_project
+from orchestration.jobs import build_rehydrate_jobs, build_sync_jobs
+from orchestration.resources import LarderResource
+from orchestration.triggers import automation_conditions, build_automation_sensor, build_schedules
+
+
+def build_definitions(project: Project) -> dg.Definitions:
+    dbt = dbt_project_of(project)
+    automation = automation_conditions(project)
+    return dg.Definitions(
+        assets=[
+            *([build_dbt_assets(dbt)] if dbt else []),
+            *build_model_assets(project, automation),
+            *build_sync_assets(project, automation),
+        ],
+        jobs=[*build_sync_jobs(project), *build_rehydrate_jobs(project)],
+        schedules=build_schedules(project),
+        sensors=[build_automation_sensor()],
+        resources={
+            "larder": LarderResource(config_path=str(project.path)),
+            **({"dbt_cli": dbt_resource(dbt)} if dbt else {}),
+        },
+    )
+
+
+defs = build_definitions(load_project())

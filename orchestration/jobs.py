@@ -1,0 +1,57 @@
+"""Jobs: one per sync (its model and collection asset), one for all syncs, one rehydrate per region."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets.collections import sync_key
+from orchestration.assets.models import model_key
+from orchestration.config.load import Project
+from orchestration.resources import LarderResource
+from orchestration.sync import rehydrate_region
+
+
+def sync_job_name(sync_name: str) -> str:
+    return f"sync_{sync_name}"
+
+
+def rehydrate_job_name(region: str) -> str:
+    return f"rehydrate_{region}"
+
+
+def build_sync_jobs(project: Project) -> list[dg.UnresolvedAssetJobDefinition]:
+    jobs = [
+        dg.define_asset_job(
+            sync_job_name(d.spec.name),
+            selection=dg.AssetSelection.assets(model_key(d.spec), sync_key(d.spec)),
+            description=f"Run sync {d.spec.name}: read its model, write collection {d.spec.collection}.",
+        )
+        for d in project.syncs
+    ]
+    jobs.append(
+        dg.define_asset_job(
+            "all_syncs",
+            selection=dg.AssetSelection.key_prefixes("model", "collection"),
+            description="Run every sync.",
+        )
+    )
+    return jobs
+
+
+def build_rehydrate_jobs(project: Project) -> list[dg.JobDefinition]:
+    return [_rehydrate_job(region) for region in project.enabled_regions]
+
+
+def _rehydrate_job(region: str) -> dg.JobDefinition:
+    @dg.op(name=f"rehydrate_{region}_cache")
+    def rehydrate(context: dg.OpExecutionContext, larder: LarderResource) -> dict:
+        with larder.services() as services:
+            totals = rehydrate_region(services, region)
+        context.log.info(f"rehydrated region {region}: {totals}")
+        return totals
+
+    @dg.job(name=rehydrate_job_name(region), description=f"Rebuild region {region}'s Memcached from durable state.")
+    def rehydrate_job():
+        rehydrate()
+
+    return rehydrate_job

@@ -1,0 +1,129 @@
+"""`RecordCache`: one region's Memcached pool, read by the API and written by the sync engine.
+
+Several servers are spread by rendezvous (consistent) hashing. Unlike pymemcache's HashClient,
+a server that fails is never skipped silently: reads and writes raise `CacheUnavailable`, so the
+API can fall back to the durable state and a sync can fail (and be replayed) instead of
+reporting success for writes that did not happen.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Mapping
+
+from pymemcache.client.base import Client
+from pymemcache.client.rendezvous import RendezvousHash
+from pymemcache.exceptions import MemcacheError
+
+from orchestration.store.keys import SENTINEL_KEY
+
+WRITE_BATCH = 2_000
+
+
+class CacheUnavailable(RuntimeError):
+    """A Memcached server of the region could not be reached or refused a write."""
+
+
+class RecordCache:
+    def __init__(self, servers: Iterable[str], *, timeout: float = 1.0, connect_timeout: float = 1.0):
+        self.servers = tuple(servers)
+        self._clients = {
+            server: Client(
+                _host_port(server),
+                timeout=timeout,
+                connect_timeout=connect_timeout,
+                no_delay=True,
+                default_noreply=False,
+            )
+            for server in self.servers
+        }
+        self._ring = RendezvousHash(list(self.servers)) if len(self.servers) > 1 else None
+        self._only = self._clients[self.servers[0]] if len(self.servers) == 1 else None
+
+    def _client_for(self, key: str) -> Client:
+        return self._only or self._clients[self._ring.get_node(key)]
+
+    def _by_client(self, keys: Iterable[str]) -> dict[Client, list[str]]:
+        groups: dict[Client, list[str]] = defaultdict(list)
+        for key in keys:
+            groups[self._client_for(key)].append(key)
+        return groups
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._client_for(key).get(key)
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached get failed: {error}") from error
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        try:
+            for client, group in self._by_client(keys).items():
+                found.update(client.get_many(group))
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached get_many failed: {error}") from error
+        return found
+
+    def set_many(self, values: Mapping[str, bytes], *, expire: int = 0) -> None:
+        """Store every value or raise CacheUnavailable naming how many were refused."""
+        refused: list[str] = []
+        try:
+            for client, group in self._by_client(values).items():
+                for start in range(0, len(group), WRITE_BATCH):
+                    batch = {k: values[k] for k in group[start : start + WRITE_BATCH]}
+                    refused += client.set_many(batch, expire=expire, noreply=False)
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached set_many failed: {error}") from error
+        if refused:
+            raise CacheUnavailable(f"memcached refused {len(refused)} item(s), e.g. {refused[0]!r}")
+
+    def add(self, key: str, value: bytes, *, expire: int = 0) -> bool:
+        """Store only if absent (never overwrites what a sync just wrote)."""
+        try:
+            return bool(self._client_for(key).add(key, value, expire=expire, noreply=False))
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached add failed: {error}") from error
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        try:
+            for client, group in self._by_client(keys).items():
+                for start in range(0, len(group), WRITE_BATCH):
+                    client.delete_many(group[start : start + WRITE_BATCH], noreply=False)
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached delete failed: {error}") from error
+
+    def write_sentinel(self, token: str) -> None:
+        """Mark every server as populated; a server that loses the mark has lost its data."""
+        try:
+            for client in self._clients.values():
+                client.set(SENTINEL_KEY, token.encode(), noreply=False)
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached set failed: {error}") from error
+
+    def servers_missing_sentinel(self) -> list[str]:
+        """Servers whose sentinel is gone (restarted, flushed or evicted). Raises if unreachable."""
+        missing = []
+        try:
+            for server, client in self._clients.items():
+                if client.get(SENTINEL_KEY) is None:
+                    missing.append(server)
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached get failed: {error}") from error
+        return missing
+
+    def ping(self) -> None:
+        """Raise CacheUnavailable unless every server answers."""
+        try:
+            for client in self._clients.values():
+                client.version()
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached unreachable: {error}") from error
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.rpartition(":")
+    return host, int(port)

@@ -1,0 +1,483 @@
+"""Durable state (SQLAlchemy; SQLite by default, Postgres by URL): the schema and `StateStore`.
+
+The state is the source of truth for what the API serves. Memcached is rebuilt from it:
+- `record_fields`: each sync's current fields of each record, with the hash the diff compares
+  (the snapshot), enough to compose and rehydrate every record;
+- `record_indices`: every cache key a record answers to, so old index values can be removed
+  and a cache miss can be resolved to its record;
+- `sync_runs`: run history with counts, durations and rejection samples;
+- `cache_journal`: cache work committed to state but not yet confirmed written to Memcached,
+  replayed by the next run after a crash;
+- `api_keys`: hashed API keys with their scopes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from orchestration.store import envelope
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RecordFields(Base):
+    __tablename__ = "record_fields"
+    sync_name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    pk: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    collection: Mapped[str] = mapped_column(sa.String(64))
+    fields: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    row_hash: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at: Mapped[int] = mapped_column(sa.BigInteger)
+    __table_args__ = (sa.Index("ix_record_fields_collection_pk", "collection", "pk"),)
+
+
+class RecordIndex(Base):
+    __tablename__ = "record_indices"
+    cache_key: Mapped[str] = mapped_column(sa.String(250), primary_key=True)
+    collection: Mapped[str] = mapped_column(sa.String(64))
+    pk: Mapped[str] = mapped_column(sa.String(512))
+    sync_name: Mapped[str] = mapped_column(sa.String(64))
+    __table_args__ = (
+        sa.Index("ix_record_indices_collection_pk", "collection", "pk"),
+        sa.Index("ix_record_indices_sync", "sync_name"),
+    )
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    sync_name: Mapped[str] = mapped_column(sa.String(64), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16))  # running · succeeded · failed
+    full_resync: Mapped[bool] = mapped_column(sa.Boolean)
+    started_at: Mapped[float] = mapped_column(sa.Float)
+    heartbeat_at: Mapped[float] = mapped_column(sa.Float)
+    finished_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    regions: Mapped[list] = mapped_column(sa.JSON, default=list)
+    counts: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    rejection_samples: Mapped[list] = mapped_column(sa.JSON, default=list)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    origin: Mapped[str] = mapped_column(sa.String(128), default="")
+
+
+class CacheJournal(Base):
+    __tablename__ = "cache_journal"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, index=True)
+    sync_name: Mapped[str] = mapped_column(sa.String(64), index=True)
+    collection: Mapped[str] = mapped_column(sa.String(64))
+    stale_keys: Mapped[list] = mapped_column(sa.JSON)
+    pks: Mapped[list] = mapped_column(sa.JSON)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(sa.String(64))
+    collections: Mapped[list | None] = mapped_column(sa.JSON, nullable=True)
+    regions: Mapped[list | None] = mapped_column(sa.JSON, nullable=True)
+    rate_limit: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(sa.Float)
+    revoked_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+
+
+FIELDS = RecordFields.__table__
+INDICES = RecordIndex.__table__
+RUNS = SyncRun.__table__
+JOURNAL = CacheJournal.__table__
+KEYS = ApiKey.__table__
+
+KEY_PREFIX = "lk"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as listed: never its secret."""
+
+    name: str
+    prefix: str
+    secret_hash: str
+    collections: tuple[str, ...] | None
+    regions: tuple[str, ...] | None
+    rate_limit: float | None
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class FieldsRow:
+    sync_name: str
+    fields: bytes
+    updated_at: int
+
+
+class UnknownApiKey(LookupError):
+    """No API key by that name."""
+
+
+def hash_secret(secret: str) -> str:
+    # Secrets are 256-bit random tokens, so a fast hash is enough; there is nothing to brute-force.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def split_secret(secret: str) -> str | None:
+    """The lookup prefix of a presented secret (`lk_<prefix>_<token>`), or None if malformed."""
+    parts = secret.split("_")
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 8 or not parts[2]:
+        return None
+    return parts[1]
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the state URL; SQLite gets WAL so the API reads while a sync writes."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def merge_fields(rows: Iterable[bytes]) -> dict[str, Any]:
+    """The record a collection serves: the union of each sync's (disjoint) fields."""
+    record: dict[str, Any] = {}
+    for fields in rows:
+        _deep_merge(record, orjson.loads(fields))
+    return record
+
+
+def _deep_merge(into: dict, other: dict) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+class StateStore:
+    """Everything Larder keeps durably, behind small named operations."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or make_engine(url)
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def begin(self):
+        return self.engine.begin()
+
+    # --- API keys -----------------------------------------------------------------------
+
+    def create_key(
+        self,
+        name: str,
+        *,
+        collections: Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+        rate_limit: float | None = None,
+    ) -> tuple[KeyInfo, str]:
+        """Store a new key; returns it and its secret, which is never stored or shown again."""
+        prefix = secrets.token_hex(4)
+        secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+        row = {
+            "name": name,
+            "prefix": prefix,
+            "secret_hash": hash_secret(secret),
+            "collections": list(collections) if collections else None,
+            "regions": list(regions) if regions else None,
+            "rate_limit": rate_limit,
+            "created_at": time.time(),
+            "revoked_at": None,
+        }
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(KEYS.c.id).where(KEYS.c.name == name)).first():
+                raise ValueError(f"an API key named {name!r} already exists")
+            conn.execute(KEYS.insert().values(**row))
+        return _key_info(row), secret
+
+    def list_keys(self, *, include_revoked: bool = True) -> list[KeyInfo]:
+        query = sa.select(KEYS).order_by(KEYS.c.created_at)
+        if not include_revoked:
+            query = query.where(KEYS.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_key_info(row._mapping) for row in conn.execute(query)]
+
+    def revoke_key(self, name: str) -> KeyInfo:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                KEYS.update()
+                .where(sa.or_(KEYS.c.name == name, KEYS.c.prefix == name), KEYS.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+            row = conn.execute(
+                sa.select(KEYS).where(sa.or_(KEYS.c.name == name, KEYS.c.prefix == name))
+            ).first()
+        if row is None:
+            raise UnknownApiKey(f"no API key named {name!r}")
+        if updated.rowcount == 0 and row.revoked_at is None:
+            raise UnknownApiKey(f"no API key named {name!r}")
+        return _key_info(row._mapping)
+
+    # --- sync runs ------------------------------------------------------------------------
+
+    def start_run(self, sync_name: str, *, full_resync: bool, regions: Sequence[str], origin: str = "") -> int:
+        now = time.time()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                RUNS.insert().values(
+                    sync_name=sync_name,
+                    status="running",
+                    full_resync=full_resync,
+                    started_at=now,
+                    heartbeat_at=now,
+                    regions=list(regions),
+                    counts={},
+                    rejection_samples=[],
+                    origin=origin,
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def heartbeat(self, run_id: int, counts: dict[str, int]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(RUNS.update().where(RUNS.c.id == run_id).values(heartbeat_at=time.time(), counts=counts))
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        counts: dict[str, int],
+        rejection_samples: list[dict] | None = None,
+        error: str | None = None,
+    ) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                RUNS.update()
+                .where(RUNS.c.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=now,
+                    heartbeat_at=now,
+                    counts=counts,
+                    rejection_samples=rejection_samples or [],
+                    error=error,
+                )
+            )
+
+    def recent_runs(self, sync_name: str, limit: int = 20) -> list[dict[str, Any]]:
+        query = sa.select(RUNS).where(RUNS.c.sync_name == sync_name).order_by(RUNS.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def last_run(self, sync_name: str) -> dict[str, Any] | None:
+        runs = self.recent_runs(sync_name, limit=1)
+        return runs[0] if runs else None
+
+    def mark_abandoned_runs(self, sync_name: str, *, stale_after: float) -> int:
+        """Runs still 'running' with no heartbeat for `stale_after` seconds died: mark them failed."""
+        cutoff = time.time() - stale_after
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                RUNS.update()
+                .where(RUNS.c.sync_name == sync_name, RUNS.c.status == "running", RUNS.c.heartbeat_at < cutoff)
+                .values(status="failed", finished_at=time.time(), error="abandoned: the run stopped without finishing")
+            )
+            return result.rowcount
+
+    def running_runs(self, sync_name: str) -> list[int]:
+        query = sa.select(RUNS.c.id).where(RUNS.c.sync_name == sync_name, RUNS.c.status == "running")
+        with self.engine.connect() as conn:
+            return [row.id for row in conn.execute(query)]
+
+    # --- snapshot and record fields --------------------------------------------------------
+
+    def snapshot(self, sync_name: str) -> dict[str, int]:
+        """pk → row hash of everything the sync has written."""
+        query = sa.select(FIELDS.c.pk, FIELDS.c.row_hash).where(FIELDS.c.sync_name == sync_name)
+        with self.engine.connect() as conn:
+            return {pk: row_hash for pk, row_hash in conn.execute(query)}
+
+    def fields_of(self, conn: Connection, collection: str, pks: Sequence[str]) -> dict[str, list[FieldsRow]]:
+        """Every sync's fields of the given records."""
+        found: dict[str, list[FieldsRow]] = defaultdict(list)
+        for batch in _batches(pks, 500):
+            query = sa.select(FIELDS.c.pk, FIELDS.c.sync_name, FIELDS.c.fields, FIELDS.c.updated_at).where(
+                FIELDS.c.collection == collection, FIELDS.c.pk.in_(batch)
+            )
+            for row in conn.execute(query):
+                found[row.pk].append(FieldsRow(row.sync_name, row.fields, row.updated_at))
+        return found
+
+    def index_keys_of(self, conn: Connection, collection: str, pks: Sequence[str]) -> dict[str, list[str]]:
+        """Every cache key the given records answer to."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for batch in _batches(pks, 500):
+            query = sa.select(INDICES.c.pk, INDICES.c.cache_key).where(
+                INDICES.c.collection == collection, INDICES.c.pk.in_(batch)
+            )
+            for row in conn.execute(query):
+                found[row.pk].append(row.cache_key)
+        return found
+
+    def sync_index_keys_of(self, conn: Connection, sync_name: str, collection: str, pks: Sequence[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        for batch in _batches(pks, 500):
+            query = sa.select(INDICES.c.pk, INDICES.c.cache_key).where(
+                INDICES.c.collection == collection, INDICES.c.sync_name == sync_name, INDICES.c.pk.in_(batch)
+            )
+            for row in conn.execute(query):
+                found[row.pk].add(row.cache_key)
+        return found
+
+    def upsert_fields(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """rows: sync_name, pk, collection, fields, row_hash, updated_at."""
+        if rows:
+            _upsert(conn, FIELDS, rows, ("sync_name", "pk"))
+
+    def delete_fields(self, conn: Connection, sync_name: str, pks: Sequence[str]) -> None:
+        for batch in _batches(pks, 500):
+            conn.execute(FIELDS.delete().where(FIELDS.c.sync_name == sync_name, FIELDS.c.pk.in_(batch)))
+
+    def delete_record(self, conn: Connection, collection: str, pks: Sequence[str]) -> None:
+        """Remove every sync's fields and every index entry of the given records."""
+        for batch in _batches(pks, 500):
+            conn.execute(FIELDS.delete().where(FIELDS.c.collection == collection, FIELDS.c.pk.in_(batch)))
+            conn.execute(INDICES.delete().where(INDICES.c.collection == collection, INDICES.c.pk.in_(batch)))
+
+    def upsert_index_keys(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """rows: cache_key, collection, pk, sync_name."""
+        if rows:
+            _upsert(conn, INDICES, rows, ("cache_key",))
+
+    def delete_index_keys(self, conn: Connection, keys: Sequence[str]) -> None:
+        for batch in _batches(keys, 500):
+            conn.execute(INDICES.delete().where(INDICES.c.cache_key.in_(batch)))
+
+    # --- reading records (API fallback, rehydrate) -----------------------------------------
+
+    def resolve(self, cache_key: str) -> tuple[str, str] | None:
+        """(collection, pk) of the record a cache key belongs to."""
+        query = sa.select(INDICES.c.collection, INDICES.c.pk).where(INDICES.c.cache_key == cache_key)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (row.collection, row.pk) if row else None
+
+    def compose(self, conn: Connection, collection: str, pks: Sequence[str], order: Sequence[str]) -> dict[str, bytes]:
+        """pk → packed envelope of the record as the collection serves it."""
+        rank = {name: i for i, name in enumerate(order)}
+        composed = {}
+        for pk, rows in self.fields_of(conn, collection, pks).items():
+            rows.sort(key=lambda r: rank.get(r.sync_name, len(rank)))
+            body = orjson.dumps(merge_fields(r.fields for r in rows))
+            composed[pk] = envelope.pack(body, max(r.updated_at for r in rows))
+        return composed
+
+    def record_by_key(self, cache_key: str, order: Sequence[str]) -> tuple[bytes, list[str]] | None:
+        """The packed record a cache key resolves to and all its keys, or None if it does not exist."""
+        target = self.resolve(cache_key)
+        if target is None:
+            return None
+        collection, pk = target
+        with self.engine.connect() as conn:
+            packed = self.compose(conn, collection, [pk], order).get(pk)
+            keys = self.index_keys_of(conn, collection, [pk]).get(pk, [])
+        return (packed, keys) if packed is not None else None
+
+    def iter_collection_pks(self, collection: str, batch: int = 5_000) -> Iterator[list[str]]:
+        query = (
+            sa.select(FIELDS.c.pk).where(FIELDS.c.collection == collection).distinct().order_by(FIELDS.c.pk)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for part in result.partitions(batch):
+                yield [row.pk for row in part]
+
+    def collections_with_records(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(sa.select(FIELDS.c.collection).distinct())]
+
+    # --- cache journal -----------------------------------------------------------------------
+
+    def journal(self, conn: Connection, run_id: int, sync_name: str, collection: str, stale_keys: list[str], pks: list[str]) -> int:
+        result = conn.execute(
+            JOURNAL.insert().values(
+                run_id=run_id, sync_name=sync_name, collection=collection, stale_keys=stale_keys, pks=pks
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+    def clear_journal(self, entry_ids: Sequence[int]) -> None:
+        with self.engine.begin() as conn:
+            for batch in _batches(entry_ids, 500):
+                conn.execute(JOURNAL.delete().where(JOURNAL.c.id.in_(batch)))
+
+    def pending_journal(self, sync_name: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(JOURNAL).order_by(JOURNAL.c.id)
+        if sync_name is not None:
+            query = query.where(JOURNAL.c.sync_name == sync_name)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def _key_info(row) -> KeyInfo:
+    return KeyInfo(
+        name=row["name"],
+        prefix=row["prefix"],
+        secret_hash=row["secret_hash"],
+        collections=tuple(row["collections"]) if row["collections"] else None,
+        regions=tuple(row["regions"]) if row["regions"] else None,
+        rate_limit=row["rate_limit"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise NotImplementedError(f"state store on {dialect!r} is not supported (use sqlite or postgresql)")
+    statement = insert(table)
+    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in key}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(key), set_=updates), rows)

@@ -1,0 +1,158 @@
+"""Apply a plan: durable state first, then every region's cache, journaled in between.
+
+Each chunk commits its state changes together with a journal entry naming the cache keys to
+delete and the records to rewrite, then writes the caches, then clears the entry. A run killed
+anywhere leaves either nothing or a journal entry; `replay_journal` (run at the start of the next
+run) finishes the cache work from state. A cached record is therefore always its old or its new
+version, and the next run converges.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from orchestration.config.specs import DeleteBehaviour, SyncSpec
+from orchestration.store import envelope
+from orchestration.store.cache import RecordCache
+from orchestration.store.keys import record_key
+from orchestration.store.state import StateStore
+from orchestration.sync.mapping import MappedRecord
+
+PRIMARY_OWNER = ""  # record_indices.sync_name of primary index keys: shared by every sync of the collection
+
+
+@dataclass(frozen=True)
+class CollectionLayout:
+    """What apply needs to know about the collection a sync writes."""
+
+    spec: SyncSpec
+    sync_order: tuple[str, ...]  # syncs of the collection, in merge order
+
+    @property
+    def merged(self) -> bool:
+        return len(self.sync_order) > 1
+
+    def keys_of(self, record: MappedRecord) -> list[tuple[str, str]]:
+        """(cache key, owner) for each index value of the record."""
+        collection = self.spec.collection
+        owners = [(PRIMARY_OWNER if name == self.spec.primary_index else self.spec.name) for name, _ in record.index_values]
+        return [
+            (record_key(collection, name, value), owner)
+            for (name, value), owner in zip(record.index_values, owners)
+        ]
+
+
+def apply_changes(
+    records: Sequence[MappedRecord],
+    layout: CollectionLayout,
+    state: StateStore,
+    caches: Mapping[str, RecordCache],
+    run_id: int,
+) -> None:
+    """Write added and changed records of one chunk to state, then to every region."""
+    spec, collection = layout.spec, layout.spec.collection
+    now = int(time.time())
+    pks = [r.pk for r in records]
+    keys_by_pk = {r.pk: layout.keys_of(r) for r in records}
+    new_keys = {key for keys in keys_by_pk.values() for key, _ in keys}
+    with state.begin() as conn:
+        old_keys = state.sync_index_keys_of(conn, spec.name, collection, pks)
+        stale = sorted({key for keys in old_keys.values() for key in keys} - new_keys)
+        state.delete_index_keys(conn, stale)
+        state.upsert_fields(
+            conn,
+            [
+                {"sync_name": spec.name, "pk": r.pk, "collection": collection, "fields": r.body,
+                 "row_hash": r.row_hash, "updated_at": now}
+                for r in records
+            ],
+        )
+        state.upsert_index_keys(
+            conn,
+            [
+                {"cache_key": key, "collection": collection, "pk": pk, "sync_name": owner}
+                for pk, keys in keys_by_pk.items()
+                for key, owner in keys
+            ],
+        )
+        entry = state.journal(conn, run_id, spec.name, collection, stale, pks)
+        if layout.merged:
+            values = _composed_values(state, conn, collection, pks, layout.sync_order)
+        else:
+            values = {
+                key: envelope.pack(r.body, now) for r in records for key, _ in keys_by_pk[r.pk]
+            }
+    _write_caches(caches, stale, values)
+    state.clear_journal([entry])
+
+
+def apply_removals(
+    pks: Sequence[str],
+    layout: CollectionLayout,
+    state: StateStore,
+    caches: Mapping[str, RecordCache],
+    run_id: int,
+) -> int:
+    """Apply the sync's delete behaviour to records whose rows left the model; returns how many."""
+    spec, collection = layout.spec, layout.spec.collection
+    if not pks or spec.delete is DeleteBehaviour.keep:
+        return 0
+    with state.begin() as conn:
+        if spec.delete is DeleteBehaviour.delete:
+            stale = sorted({k for keys in state.index_keys_of(conn, collection, pks).values() for k in keys})
+            state.delete_record(conn, collection, pks)
+            entry = state.journal(conn, run_id, spec.name, collection, stale, [])
+            values: dict[str, bytes] = {}
+        else:
+            own = state.sync_index_keys_of(conn, spec.name, collection, pks)
+            state.delete_fields(conn, spec.name, pks)
+            remaining = state.fields_of(conn, collection, pks)
+            gone = [pk for pk in pks if pk not in remaining]
+            stale_set = {k for keys in own.values() for k in keys}
+            if gone:
+                stale_set.update(k for keys in state.index_keys_of(conn, collection, gone).values() for k in keys)
+                state.delete_record(conn, collection, gone)
+            stale = sorted(stale_set)
+            state.delete_index_keys(conn, stale)
+            kept = [pk for pk in pks if pk in remaining]
+            entry = state.journal(conn, run_id, spec.name, collection, stale, kept)
+            values = _composed_values(state, conn, collection, kept, layout.sync_order)
+    _write_caches(caches, stale, values)
+    state.clear_journal([entry])
+    return len(pks)
+
+
+def replay_journal(
+    state: StateStore,
+    caches: Mapping[str, RecordCache],
+    sync_order_of: Callable[[str], Sequence[str]],
+    sync_name: str | None = None,
+) -> int:
+    """Finish cache work a crashed run committed to state but may not have written. Returns entries replayed."""
+    entries = state.pending_journal(sync_name)
+    for entry in entries:
+        collection = entry["collection"]
+        with state.begin() as conn:
+            values = _composed_values(state, conn, collection, entry["pks"], sync_order_of(collection))
+        _write_caches(caches, entry["stale_keys"], values)
+        state.clear_journal([entry["id"]])
+    return len(entries)
+
+
+def _composed_values(state: StateStore, conn, collection: str, pks: Sequence[str], order: Sequence[str]) -> dict[str, bytes]:
+    """cache key → packed record, for every key of the given records, composed from state."""
+    if not pks:
+        return {}
+    composed = state.compose(conn, collection, pks, order)
+    keys = state.index_keys_of(conn, collection, pks)
+    return {key: composed[pk] for pk, pk_keys in keys.items() if pk in composed for key in pk_keys}
+
+
+def _write_caches(caches: Mapping[str, RecordCache], stale: Sequence[str], values: Mapping[str, bytes]) -> None:
+    for cache in caches.values():
+        if stale:
+            cache.delete_many(stale)
+        if values:
+            cache.set_many(values)

@@ -1,0 +1,194 @@
+"""Plan a sync: map every row, reject what cannot be served, compare with the snapshot.
+
+Nothing is written here. Changed records are spilled to a temporary file so memory stays flat
+however large the model is; the plan keeps only per-key bookkeeping.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import orjson
+
+from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
+
+SPILL_IN_MEMORY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Rejection:
+    reason: str
+    pk: str | None
+    row: dict[str, Any]
+
+    def sample(self) -> dict[str, Any]:
+        return {"reason": self.reason, "pk": self.pk, "row": {k: _printable(v) for k, v in self.row.items()}}
+
+
+@dataclass
+class SyncPlan:
+    """What a run will write: changed records (spilled), removed keys and the counts."""
+
+    rows_read: int = 0
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    removed_pks: list[str] = field(default_factory=list)
+    rejected_pks: set[str] = field(default_factory=set)
+    rejection_samples: list[dict[str, Any]] = field(default_factory=list)
+    rejection_reasons: Counter = field(default_factory=Counter)
+    _spill: Any = None
+    _spilled: int = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows_read": self.rows_read,
+            "added": self.added,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "removed": len(self.removed_pks),
+        }
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected / self.rows_read if self.rows_read else 0.0
+
+    def changed_records(self, chunk_size: int) -> Iterator[list[MappedRecord]]:
+        """The added and changed records, in chunks, minus rows rejected later in the scan."""
+        if self._spill is None:
+            return
+        self._spill.seek(0)
+        chunk: list[MappedRecord] = []
+        for line in self._spill:
+            pk, body, row_hash, index_values = orjson.loads(line)
+            if pk in self.rejected_pks:
+                continue
+            chunk.append(MappedRecord(pk, body.encode(), row_hash, tuple(tuple(p) for p in index_values)))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
+    def _keep(self, record: MappedRecord) -> None:
+        if self._spill is None:
+            self._spill = tempfile.SpooledTemporaryFile(max_size=SPILL_IN_MEMORY_BYTES, mode="w+b")
+        self._spill.write(orjson.dumps([record.pk, record.body.decode(), record.row_hash, record.index_values]))
+        self._spill.write(b"\n")
+        self._spilled += 1
+
+
+class _Seen:
+    """Marks a pk met in this scan, and how it was first counted."""
+
+    __slots__ = ("category",)
+
+    def __init__(self, category: str):
+        self.category = category
+
+
+_ADDED, _CHANGED, _UNCHANGED = _Seen("added"), _Seen("changed"), _Seen("unchanged")
+_REJECTED = _Seen("rejected")
+
+
+def plan_sync(
+    chunks: Iterable[list[dict[str, Any]]],
+    mapper: RecordMapper,
+    snapshot: dict[str, Any],
+    *,
+    full_resync: bool = False,
+    max_samples: int = 20,
+    progress: Callable[[dict[str, int]], None] | None = None,
+) -> SyncPlan:
+    """Scan the model once. `snapshot` (pk → hash) is consumed: what is left of it was removed.
+
+    Rows with a null primary index, a duplicate primary or extra index value, an oversized
+    record or a failing template are rejected with their reason; for a duplicate, every row
+    sharing the value is rejected, and the record keeps what it had before.
+    """
+    plan = SyncPlan()
+    index_owner: dict[str, dict[str, str]] = {name: {} for name in mapper.spec.indices}
+
+    def reject(reason: str, pk: str | None, row: dict[str, Any] | None) -> None:
+        plan.rejected += 1
+        plan.rejection_reasons[reason.split(" ")[0]] += 1
+        if len(plan.rejection_samples) < max_samples:
+            plan.rejection_samples.append(Rejection(reason, pk, row or {}).sample())
+
+    def reject_first_sighting(pk: str, reason: str) -> None:
+        if pk in plan.rejected_pks:
+            return
+        plan.rejected_pks.add(pk)
+        seen = snapshot[pk]
+        if seen is _REJECTED:
+            return
+        setattr(plan, seen.category, getattr(plan, seen.category) - 1)
+        reject(reason, pk, None)
+
+    for chunk in chunks:
+        for row in chunk:
+            plan.rows_read += 1
+            try:
+                record = mapper.map_row(row)
+            except RowRejected as error:
+                reject(str(error), error.pk, row)
+                if error.pk is not None and not isinstance(snapshot.get(error.pk), _Seen):
+                    # The record keeps what it had: it is neither rewritten nor removed.
+                    snapshot[error.pk] = _REJECTED
+                    plan.rejected_pks.add(error.pk)
+                continue
+            pk = record.pk
+            previous = snapshot.get(pk)
+            if isinstance(previous, _Seen):
+                reject(f"duplicate primary index value {pk!r}", pk, row)
+                reject_first_sighting(pk, f"duplicate primary index value {pk!r}")
+                continue
+            conflict = _claim_indices(index_owner, record)
+            if previous is None:
+                seen = _ADDED
+            elif full_resync or previous != record.row_hash:
+                seen = _CHANGED
+            else:
+                seen = _UNCHANGED
+            snapshot[pk] = seen
+            if conflict is not None:
+                name, value, other = conflict
+                plan.rejected_pks.add(pk)
+                reject(f"duplicate {name} value {value!r} (also on {other!r})", pk, row)
+                reject_first_sighting(other, f"duplicate {name} value {value!r} (also on {pk!r})")
+                continue
+            setattr(plan, seen.category, getattr(plan, seen.category) + 1)
+            if seen is not _UNCHANGED:
+                plan._keep(record)
+        if progress is not None:
+            progress(plan.counts)
+
+    plan.removed_pks = [pk for pk, value in snapshot.items() if not isinstance(value, _Seen)]
+    return plan
+
+
+def _claim_indices(owner: dict[str, dict[str, str]], record: MappedRecord) -> tuple[str, str, str] | None:
+    for name, value in record.index_values[1:]:
+        other = owner[name].get(value)
+        if other is not None and other != record.pk:
+            return name, value, other
+    for name, value in record.index_values[1:]:
+        owner[name][value] = record.pk
+    return None
+
+
+def _printable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

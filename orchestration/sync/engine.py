@@ -1,0 +1,187 @@
+"""The sync engine's entry points: `run_sync` and `rehydrate_region`.
+
+Plain Python: the Dagster assets, the CLI and the tests all call these.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from orchestration.config.load import Project
+from orchestration.store.cache import RecordCache
+from orchestration.store.state import StateStore
+from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, replay_journal
+from orchestration.sync.diff import plan_sync
+from orchestration.sync.mapping import RecordMapper
+from orchestration.sync.warehouse import Warehouse
+
+# A run that has not reported for this long is taken to have died (its process was killed).
+ABANDONED_AFTER_SECONDS = 300
+
+
+class SyncFailed(RuntimeError):
+    """A run that stopped before writing (too many rejections, bad model) or while writing."""
+
+    def __init__(self, message: str, report: "SyncReport | None" = None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class SyncReport:
+    sync_name: str
+    run_id: int
+    status: str
+    full_resync: bool
+    regions: tuple[str, ...]
+    counts: dict[str, int]
+    duration_seconds: float
+    rejection_samples: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+Progress = Callable[[str, dict[str, int]], None]
+
+
+class Services:
+    """The connections a run needs, opened once from the project and closed together."""
+
+    def __init__(self, project: Project, *, state: StateStore | None = None, warehouse: Warehouse | None = None):
+        self.project = project
+        self.state = state or StateStore(project.spec.state.url)
+        self.warehouse = warehouse or Warehouse(project.spec.warehouse.url)
+        self._caches: dict[str, RecordCache] = {}
+
+    def cache(self, region: str) -> RecordCache:
+        if region not in self._caches:
+            self._caches[region] = RecordCache(self.project.regions[region].servers)
+        return self._caches[region]
+
+    def caches(self, regions: Sequence[str]) -> dict[str, RecordCache]:
+        return {region: self.cache(region) for region in regions}
+
+    def sync_order(self, collection: str) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.project.syncs_for(collection))
+
+    def close(self) -> None:
+        for cache in self._caches.values():
+            cache.close()
+        self.warehouse.dispose()
+        self.state.dispose()
+
+
+def run_sync(
+    services: Services,
+    sync_name: str,
+    *,
+    full_resync: bool = False,
+    regions: Sequence[str] | None = None,
+    origin: str = "",
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Run one sync: read the model, diff against the snapshot, write state and caches.
+
+    Raises SyncFailed (with the report) when the run fails; the run is recorded either way.
+    """
+    project, state = services.project, services.state
+    spec = project.sync(sync_name)
+    targets = _target_regions(project, spec, regions)
+    caches = services.caches(targets)
+    layout = CollectionLayout(spec, services.sync_order(spec.collection))
+    state.create_all()
+    state.mark_abandoned_runs(sync_name, stale_after=ABANDONED_AFTER_SECONDS)
+    replay_journal(state, caches, services.sync_order, sync_name)
+    started = time.monotonic()
+    run_id = state.start_run(sync_name, full_resync=full_resync, regions=targets, origin=origin)
+    counts: dict[str, int] = {}
+    plan = None
+
+    def report(status: str, error: str | None = None) -> SyncReport:
+        return SyncReport(
+            sync_name, run_id, status, full_resync, targets, counts,
+            time.monotonic() - started, plan.rejection_samples if plan else [], error,
+        )
+
+    try:
+        sql = project.model_sql(spec)
+        project.check_columns(spec, services.warehouse.columns(sql))
+        mapper = RecordMapper(spec, max_record_bytes=project.max_record_bytes(spec))
+
+        def on_scan(scan_counts: dict[str, int]) -> None:
+            counts.update(scan_counts)
+            state.heartbeat(run_id, counts)
+            if progress:
+                progress("scan", counts)
+
+        plan = plan_sync(
+            services.warehouse.iter_chunks(sql, project.spec.defaults.chunk_size),
+            mapper,
+            state.snapshot(sync_name),
+            full_resync=full_resync,
+            max_samples=spec.rejections.samples,
+            progress=on_scan,
+        )
+        counts.update(plan.counts)
+        if plan.rejected_share > spec.rejections.max_share:
+            raise SyncFailed(
+                f"{plan.rejected} of {plan.rows_read} rows rejected ({plan.rejected_share:.1%}), over the "
+                f"{spec.rejections.max_share:.1%} allowed; nothing was written"
+            )
+        written = 0
+        for chunk in plan.changed_records(project.spec.defaults.chunk_size):
+            apply_changes(chunk, layout, state, caches, run_id)
+            written += len(chunk)
+            counts["written"] = written
+            state.heartbeat(run_id, counts)
+            if progress:
+                progress("write", counts)
+        counts["removed"] = apply_removals(plan.removed_pks, layout, state, caches, run_id)
+        counts["kept"] = len(plan.removed_pks) - counts["removed"]
+        counts["written"] = written
+    except Exception as error:  # recorded, then re-raised with the report attached
+        message = str(error) or type(error).__name__
+        state.finish_run(run_id, status="failed", counts=counts,
+                         rejection_samples=plan.rejection_samples if plan else [], error=message)
+        failed = report("failed", message)
+        raise SyncFailed(f"sync {sync_name!r} failed: {message}", failed) from error
+    finally:
+        if plan is not None:
+            plan.close()
+    state.finish_run(run_id, status="succeeded", counts=counts, rejection_samples=plan.rejection_samples)
+    return report("succeeded")
+
+
+def rehydrate_region(services: Services, region: str, *, progress: Progress | None = None) -> dict[str, int]:
+    """Rebuild a region's Memcached from durable state: every record under every index key."""
+    state, cache = services.state, services.cache(region)
+    state.create_all()
+    replay_journal(state, {region: cache}, services.sync_order)
+    records = keys = 0
+    for collection in state.collections_with_records():
+        order = services.sync_order(collection)
+        for pks in state.iter_collection_pks(collection):
+            with state.begin() as conn:
+                composed = state.compose(conn, collection, pks, order)
+                index_keys = state.index_keys_of(conn, collection, pks)
+            values = {key: composed[pk] for pk, pk_keys in index_keys.items() if pk in composed for key in pk_keys}
+            cache.set_many(values)
+            records += len(composed)
+            keys += len(values)
+            if progress:
+                progress("rehydrate", {"records": records, "keys": keys})
+    cache.write_sentinel(uuid.uuid4().hex)
+    return {"records": records, "keys": keys}
+
+
+def _target_regions(project: Project, spec, regions: Sequence[str] | None) -> tuple[str, ...]:
+    enabled = project.regions_of(spec)
+    if regions is None:
+        return enabled
+    unknown = [r for r in regions if r not in enabled]
+    if unknown:
+        raise ValueError(f"sync {spec.name!r} does not write region(s) {', '.join(unknown)} (it writes {', '.join(enabled)})")
+    return tuple(regions)
+

@@ -1,0 +1,190 @@
+"""Row → record: select, rename, nest and Liquid-transform a model row into a JSON record."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, Callable
+
+import orjson
+
+from orchestration.config.liquid import LiquidError, parse_template
+from orchestration.config.specs import FieldType, SyncSpec
+from orchestration.store.keys import index_text
+
+
+class RowRejected(Exception):
+    """A row that cannot become a record; the message is the reason the run reports."""
+
+    def __init__(self, reason: str, pk: str | None = None):
+        super().__init__(reason)
+        self.pk = pk
+
+
+@dataclass(frozen=True, slots=True)
+class MappedRecord:
+    pk: str
+    body: bytes  # the sync's fields as JSON, exactly as they will be served
+    row_hash: int  # signed 64-bit hash of body: what the snapshot compares
+    index_values: tuple[tuple[str, str], ...]  # (index name, value text), primary first
+
+
+def json_default(value: Any) -> Any:
+    """orjson's fallback for warehouse types it does not know: decimals become numbers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def encode_fields(fields: dict[str, Any]) -> bytes:
+    return orjson.dumps(fields, default=json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def hash_body(body: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big", signed=True)
+
+
+class RecordMapper:
+    """Built once per run from a SyncSpec; `map_row` is the per-row hot path."""
+
+    def __init__(self, spec: SyncSpec, *, max_record_bytes: int):
+        self.spec = spec
+        self.max_record_bytes = max_record_bytes
+        self._steps = tuple(_field_step(f) for f in spec.fields)
+        self._index_fields = tuple((name, _index_getter(spec, name)) for name in spec.index_names)
+        primary = next(f for f in spec.fields if f.target == spec.primary_index)
+        self._pk_column = primary.column
+
+    def map_row(self, row: dict[str, Any]) -> MappedRecord:
+        """The record of one row; raises RowRejected (with the pk when known) if it cannot be served."""
+        try:
+            return self._map(row)
+        except RowRejected as error:
+            if error.pk is None and self._pk_column is not None:
+                error.pk = index_text(row.get(self._pk_column))
+            raise
+
+    def _map(self, row: dict[str, Any]) -> MappedRecord:
+        record: dict[str, Any] = {}
+        for path, compute in self._steps:
+            value = compute(row)
+            if len(path) == 1:
+                record[path[0]] = value
+            else:
+                _set_nested(record, path, value)
+        index_values = []
+        for name, get in self._index_fields:
+            text = index_text(get(record))
+            if text is None:
+                if name == self.spec.primary_index:
+                    raise RowRejected(f"primary index {name!r} is null or empty")
+                continue
+            index_values.append((name, text))
+        body = encode_fields(record)
+        if len(body) > self.max_record_bytes:
+            raise RowRejected(
+                f"record is {len(body)} bytes, over the {self.max_record_bytes}-byte limit", index_values[0][1]
+            )
+        return MappedRecord(index_values[0][1], body, hash_body(body), tuple(index_values))
+
+
+def _set_nested(record: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = record
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def _index_getter(spec: SyncSpec, name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda record: record.get(name)
+
+
+def _field_step(field) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]]:
+    convert = _CONVERTERS[field.type]
+    if field.column is not None:
+        column = field.column
+        if field.type is FieldType.auto:
+            return field.path, lambda row: row[column]
+        return field.path, lambda row: convert(row[column])
+    template = parse_template(field.liquid)
+
+    def render(row: dict[str, Any]) -> Any:
+        try:
+            text = template.render(**row)
+        except LiquidError as error:
+            raise RowRejected(f"Liquid error in field {field.target!r}: {str(error).splitlines()[0]}") from None
+        return convert(text)
+
+    return field.path, render
+
+
+def _to_string(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _to_number(value: Any) -> int | float | None:
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text == "":
+        return None
+    try:
+        number = Decimal(text)
+    except ArithmeticError:
+        raise RowRejected(f"{text!r} is not a number") from None
+    if not number.is_finite():
+        raise RowRejected(f"{text!r} is not a finite number")
+    return int(number) if number == number.to_integral_value() and "." not in text and "e" not in text.lower() else float(number)
+
+
+def _to_integer(value: Any) -> int | None:
+    number = _to_number(value)
+    if number is None or isinstance(number, int):
+        return number
+    if number.is_integer():
+        return int(number)
+    raise RowRejected(f"{value!r} is not an integer")
+
+
+def _to_boolean(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "t", "y"}:
+        return True
+    if text in {"false", "0", "no", "f", "n"}:
+        return False
+    if text == "":
+        return None
+    raise RowRejected(f"{value!r} is not a boolean")
+
+
+def _to_json(value: Any) -> Any:
+    if not isinstance(value, (str, bytes)):
+        return value
+    if value.strip() == "":
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        raise RowRejected(f"invalid JSON: {error}") from None
+
+
+_CONVERTERS: dict[FieldType, Callable[[Any], Any]] = {
+    FieldType.auto: _to_string,  # a Liquid template always renders text
+    FieldType.string: _to_string,
+    FieldType.number: _to_number,
+    FieldType.integer: _to_integer,
+    FieldType.boolean: _to_boolean,
+    FieldType.json: _to_json,
+}

@@ -1,0 +1,1 @@
+"""Larder's lookup API: a Falcon WSGI app served by gunicorn, one process group per region."""

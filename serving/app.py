@@ -1,0 +1,47 @@
+"""`create_app` builds the API for one region; `get_app()` is what gunicorn loads."""
+
+from __future__ import annotations
+
+import os
+
+import falcon
+import orjson
+
+from orchestration.config.load import Project, load_project
+from orchestration.store.cache import RecordCache
+from orchestration.store.state import StateStore
+from serving import errors
+from serving.auth import AuthMiddleware, KeyRing
+from serving.health import HealthResource, ReadinessResource
+from serving.records import RecordResource, RecordSource
+
+RECORD_ROUTE = "/v1/collections/{collection}/records/{index_key}/{index_value:path}"
+
+
+def create_app(project: Project, region: str, *, state: StateStore | None = None, cache: RecordCache | None = None) -> falcon.App:
+    """The API serving `region` of `project`; collaborators may be passed in (tests) or are built."""
+    if region not in project.regions:
+        raise ValueError(f"unknown region {region!r} (configured: {', '.join(project.regions)})")
+    state = state or StateStore(project.spec.state.url)
+    cache = cache or RecordCache(project.regions[region].servers)
+    keyring = KeyRing(state, refresh_seconds=project.spec.api.key_refresh_seconds)
+
+    app = falcon.App(middleware=[AuthMiddleware(keyring, region)])
+    json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.set_error_serializer(errors.serialize_error)
+    app.add_error_handler(Exception, errors.handle_unexpected)
+
+    source = RecordSource(project, cache, state, fallback_ttl=project.spec.api.fallback_ttl_seconds)
+    app.add_route(RECORD_ROUTE, RecordResource(project, source, region))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadinessResource(cache, region))
+    return app
+
+
+def get_app() -> falcon.App:
+    """gunicorn's entry point: the project from $LARDER_CONFIG, the region from $LARDER_REGION."""
+    project = load_project()
+    region = os.environ.get("LARDER_REGION") or project.enabled_regions[0]
+    return create_app(project, region)
