@@ -1,0 +1,47 @@
+# Larder: `make run` starts the whole demo, `make test` runs the whole suite.
+# Both set up everything they need on a fresh machine (venv, memcached, dbt manifest).
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LARDER_HOME ?= $(CURDIR)/.larder
+export LARDER_WAREHOUSE_PATH ?= $(LARDER_HOME)/warehouse.duckdb
+export DAGSTER_HOME ?= $(LARDER_HOME)/dagster
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run stop test bench manifest memcached install lint clean
+
+run: install memcached manifest
+	$(BIN)/larder up
+
+stop:
+	@if [ -x $(BIN)/larder ]; then $(BIN)/larder down; else echo "nothing to stop"; fi
+
+test: install memcached manifest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install memcached manifest
+	$(BIN)/python -m bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "larder: $(PYTHON) is needed (set PYTHON=... to use another)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+memcached:
+	@command -v memcached >/dev/null || sh .ci/install-memcached
+
+manifest: install
+	@mkdir -p $(LARDER_HOME)
+	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
+
+lint: install
+	$(BIN)/python -m ruff check orchestration serving tests bench || true
+
+clean: stop
+	rm -rf $(LARDER_HOME) dbt_project/target dbt_project/logs
