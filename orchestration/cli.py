@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(run=_keys_revoke)
 
+    up = commands.add_parser("up", help="start the whole demo: memcached, dbt + syncs, APIs, Dagster UI")
+    up.add_argument("--detach", action="store_true", help="return once everything is ready")
+    up.set_defaults(run=lambda args: _devstack().up(detach=args.detach, config=args.config))
+    down = commands.add_parser("down", help="stop every process `larder up` started")
+    down.set_defaults(run=lambda args: _devstack().down())
+
     serve = commands.add_parser("serve", help="serve a region's API with gunicorn")
     serve.add_argument("--region", required=True)
     serve.add_argument("--bind", help="host:port (default: the region's host and port)")
@@ -199,6 +205,12 @@ def _serve(args) -> int:
     os.environ["LARDER_CONFIG"] = str(project.path.resolve())
     os.execv(sys.executable, command)
     return 0  # not reached
+
+
+def _devstack():
+    from orchestration import devstack
+
+    return devstack
 
 
 def _split(value: str | None) -> list[str] | None:

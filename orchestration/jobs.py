@@ -1,6 +1,5 @@
 """Jobs: one per sync (its model and collection asset), one for all syncs, one rehydrate per region."""
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -19,7 +18,7 @@ def rehydrate_job_name(region: str) -> str:
     return f"rehydrate_{region}"
 
 
-def build_sync_jobs(project: Project) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_sync_jobs(project: Project) -> list:
     jobs = [
         dg.define_asset_job(
             sync_job_name(d.spec.name),

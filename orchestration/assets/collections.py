@@ -1,6 +1,5 @@
 """One asset per sync: the collection materialization that writes mapped records to every region."""
 
-from __future__ import annotations
 
 import dagster as dg
 

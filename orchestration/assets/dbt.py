@@ -1,6 +1,5 @@
 """The dbt project as Dagster assets, keyed `dbt/<model>`."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

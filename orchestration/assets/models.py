@@ -1,6 +1,5 @@
 """One asset per model a sync reads: its row count, column schema and a 100-row preview."""
 
-from __future__ import annotations
 
 import dagster as dg
 
