@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import orjson
+
 from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
@@ -20,6 +22,8 @@ from orchestration.sync.warehouse import Warehouse
 
 # A run that has not reported for this long is taken to have died (its process was killed).
 ABANDONED_AFTER_SECONDS = 300
+# How many written records a report keeps, so the run's page can show what it wrote.
+WRITTEN_PREVIEW_RECORDS = 20
 
 
 class SyncFailed(RuntimeError):
@@ -41,6 +45,7 @@ class SyncReport:
     duration_seconds: float
     rejection_samples: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    written_preview: list[dict[str, Any]] = field(default_factory=list)  # first records written: this sync's fields
 
 
 Progress = Callable[[str, dict[str, int]], None]
@@ -97,12 +102,13 @@ def run_sync(
     started = time.monotonic()
     run_id = state.start_run(sync_name, full_resync=full_resync, regions=targets, origin=origin)
     counts: dict[str, int] = {}
+    written_preview: list[dict[str, Any]] = []
     plan = None
 
     def report(status: str, error: str | None = None) -> SyncReport:
         return SyncReport(
             sync_name, run_id, status, full_resync, targets, counts,
-            time.monotonic() - started, plan.rejection_samples if plan else [], error,
+            time.monotonic() - started, plan.rejection_samples if plan else [], error, written_preview,
         )
 
     try:
@@ -134,6 +140,8 @@ def run_sync(
         for chunk in plan.changed_records(project.spec.defaults.chunk_size):
             apply_changes(chunk, layout, state, caches, run_id)
             written += len(chunk)
+            for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
+                written_preview.append(orjson.loads(record.body))
             counts["written"] = written
             state.heartbeat(run_id, counts)
             if progress:
