@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -39,6 +39,8 @@ def json_default(value: Any) -> Any:
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()  # intervals as seconds: comparable and easy to use in templates
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
@@ -57,6 +59,7 @@ class RecordMapper:
         self.spec = spec
         self.max_record_bytes = max_record_bytes
         self._steps = tuple(_field_step(f) for f in spec.fields)
+        self._has_liquid = any(f.liquid is not None for f in spec.fields)
         self._index_fields = tuple((name, _index_getter(spec, name)) for name in spec.index_names)
         primary = next(f for f in spec.fields if f.target == spec.primary_index)
         self._pk_column = primary.column
@@ -72,8 +75,9 @@ class RecordMapper:
 
     def _map(self, row: dict[str, Any]) -> MappedRecord:
         record: dict[str, Any] = {}
+        scope = liquid_scope(row) if self._has_liquid else row
         for path, compute in self._steps:
-            value = compute(row)
+            value = compute(row, scope)
             if len(path) == 1:
                 record[path[0]] = value
             else:
@@ -86,12 +90,27 @@ class RecordMapper:
                     raise RowRejected(f"primary index {name!r} is null or empty")
                 continue
             index_values.append((name, text))
-        body = encode_fields(record)
+        try:
+            body = encode_fields(record)
+        except (TypeError, orjson.JSONEncodeError) as error:
+            raise RowRejected(f"record cannot be encoded as JSON: {error}", index_values[0][1]) from None
         if len(body) > self.max_record_bytes:
             raise RowRejected(
                 f"record is {len(body)} bytes, over the {self.max_record_bytes}-byte limit", index_values[0][1]
             )
         return MappedRecord(index_values[0][1], body, hash_body(body), tuple(index_values))
+
+
+def liquid_scope(value: Any) -> Any:
+    """The row as templates see it: decimals as numbers, since Liquid's math filters treat a
+    Decimal as 0 (`{{ ltv | times: 2 }}` must double a DECIMAL column)."""
+    if isinstance(value, dict):
+        return {k: liquid_scope(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [liquid_scope(v) for v in value]
+    if isinstance(value, Decimal):
+        return json_default(value)
+    return value
 
 
 def _set_nested(record: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -110,13 +129,13 @@ def _field_step(field) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]
     if field.column is not None:
         column = field.column
         if field.type is FieldType.auto:
-            return field.path, lambda row: row[column]
-        return field.path, lambda row: convert(row[column])
+            return field.path, lambda row, _scope: row[column]
+        return field.path, lambda row, _scope: convert(row[column])
     template = parse_template(field.liquid)
 
-    def render(row: dict[str, Any]) -> Any:
+    def render(_row: dict[str, Any], scope: dict[str, Any]) -> Any:
         try:
-            text = template.render(**row)
+            text = template.render(**scope)
         except LiquidError as error:
             raise RowRejected(f"Liquid error in field {field.target!r}: {str(error).splitlines()[0]}") from None
         return convert(text)
