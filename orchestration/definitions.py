@@ -4,16 +4,16 @@ Everything is built from the project's configuration (larder.yaml, sync files, d
 new sync needs no Python.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
+from orchestration.assets.checks import build_sync_checks
 from orchestration.assets.collections import build_sync_assets
 from orchestration.assets.dbt import build_dbt_assets, dbt_project_of, dbt_resource
 from orchestration.assets.models import build_model_assets
 from orchestration.config.load import Project, load_project
-from orchestration.jobs import build_rehydrate_jobs, build_sync_jobs
+from orchestration.jobs import build_dbt_jobs, build_rehydrate_jobs, build_sync_jobs
 from orchestration.resources import LarderResource
+from orchestration.sensors import build_cache_loss_sensors
 from orchestration.triggers import automation_conditions, build_automation_sensor, build_schedules
 
 
@@ -26,9 +26,10 @@ def build_definitions(project: Project) -> dg.Definitions:
             *build_model_assets(project, automation),
             *build_sync_assets(project, automation),
         ],
-        jobs=[*build_sync_jobs(project), *build_rehydrate_jobs(project)],
+        asset_checks=build_sync_checks(project),
+        jobs=[*build_dbt_jobs(project), *build_sync_jobs(project), *build_rehydrate_jobs(project)],
         schedules=build_schedules(project),
-        sensors=[build_automation_sensor()],
+        sensors=[build_automation_sensor(), *build_cache_loss_sensors(project)],
         resources={
             "larder": LarderResource(config_path=str(project.path)),
             **({"dbt_cli": dbt_resource(dbt)} if dbt else {}),
