@@ -13,28 +13,43 @@ from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import AuthMiddleware, KeyRing
 from serving.health import HealthResource, ReadinessResource
-from serving.records import RecordResource, RecordSource
+from serving.lineage import CollectionsResource, LineageResource, SyncRunsResource
+from serving.metrics import MetricsMiddleware, MetricsResource
+from serving.openapi import OpenApiResource, build_document
+from serving.records import BatchResource, CollectionIndex, RecordResource, RecordSource
 
 RECORD_ROUTE = "/v1/collections/{collection}/records/{index_key}/{index_value:path}"
+BATCH_ROUTE = "/v1/collections/{collection}/records/{index_key}"
 
 
 def create_app(project: Project, region: str, *, state: StateStore | None = None, cache: RecordCache | None = None) -> falcon.App:
     """The API serving `region` of `project`; collaborators may be passed in (tests) or are built."""
     if region not in project.regions:
         raise ValueError(f"unknown region {region!r} (configured: {', '.join(project.regions)})")
+    api = project.spec.api
     state = state or StateStore(project.spec.state.url)
     cache = cache or RecordCache(project.regions[region].servers)
-    keyring = KeyRing(state, refresh_seconds=project.spec.api.key_refresh_seconds)
+    keyring = KeyRing(state, refresh_seconds=api.key_refresh_seconds)
 
-    app = falcon.App(middleware=[AuthMiddleware(keyring, region)])
+    app = falcon.App(middleware=[
+        MetricsMiddleware(project.collection_names),
+        AuthMiddleware(keyring, region, default_rate_limit=api.rate_limit_per_second),
+    ])
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.set_error_serializer(errors.serialize_error)
     app.add_error_handler(Exception, errors.handle_unexpected)
 
-    source = RecordSource(project, cache, state, fallback_ttl=project.spec.api.fallback_ttl_seconds)
-    app.add_route(RECORD_ROUTE, RecordResource(project, source, region))
+    source = RecordSource(project, cache, state, fallback_ttl=api.fallback_ttl_seconds)
+    collections = CollectionIndex(project)
+    app.add_route(RECORD_ROUTE, RecordResource(collections, source, region))
+    app.add_route(BATCH_ROUTE, BatchResource(collections, source, region))
+    app.add_route("/v1/collections", CollectionsResource(project))
+    app.add_route("/v1/collections/{collection}/lineage", LineageResource(project, state))
+    app.add_route("/v1/syncs/{sync}/runs", SyncRunsResource(project, state))
+    app.add_route("/openapi.json", OpenApiResource(build_document(project, region)))
+    app.add_route("/metrics", MetricsResource())
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(cache, region))
     return app

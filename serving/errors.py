@@ -61,6 +61,36 @@ def cache_unavailable(message: str) -> ApiError:
     return ApiError(falcon.HTTP_503, "cache_unavailable", message, headers={"Retry-After": "1"})
 
 
+def keys_unavailable() -> ApiError:
+    return ApiError(
+        falcon.HTTP_503, "keys_unavailable", "API keys cannot be checked: the state store is unreachable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def state_unavailable(message: str) -> ApiError:
+    return ApiError(falcon.HTTP_503, "state_unavailable", message, headers={"Retry-After": "1"})
+
+
+def rate_limited(retry_after: int) -> ApiError:
+    return ApiError(
+        falcon.HTTP_429, "rate_limited", f"this API key's rate limit is exceeded; retry in {retry_after}s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def unknown_sync(name: str) -> ApiError:
+    return ApiError(falcon.HTTP_404, "unknown_sync", f"sync {name!r} does not exist")
+
+
+def invalid_values(message: str) -> ApiError:
+    return ApiError(falcon.HTTP_400, "invalid_values", message)
+
+
+def invalid_parameter(message: str) -> ApiError:
+    return ApiError(falcon.HTTP_400, "invalid_parameter", message)
+
+
 # Falcon's own errors (unknown route, bad method, ...) get codes from their status.
 _STATUS_CODES = {
     400: "bad_request",
@@ -84,10 +114,18 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
     code = getattr(error, "code", None)
     if not isinstance(code, str):
         code = _STATUS_CODES.get(error.status_code, "error")
-    message = getattr(error, "message", None) or error.description or error.title or code
+    message = getattr(error, "message", None) or error.description or _default_message(req, error.status_code, code)
     resp.data = orjson.dumps({"error": {"code": code, "message": message}})
     resp.content_type = falcon.MEDIA_JSON
     resp.append_header("Vary", "Accept")
+
+
+def _default_message(req: falcon.Request, status: int, code: str) -> str:
+    if status == 404:
+        return f"no endpoint at {req.path!r}; see /openapi.json"
+    if status == 405:
+        return f"{req.method} is not allowed on {req.path!r}; see /openapi.json"
+    return code.replace("_", " ")
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params) -> None:

@@ -2,10 +2,20 @@
 
 Sync workers: each request is one memcached round trip with no other I/O to overlap, so
 processes (not threads) use both cores best. Values can be overridden by GUNICORN_* env vars.
+
+Metrics: prometheus_client's multiprocess mode needs a folder of its own per gunicorn master
+(two regions on one machine must not mix samples), set in the environment before any worker
+imports prometheus_client, emptied at start and removed at exit; a worker that exits is marked
+dead so its gauges stop counting.
 """
 
 import multiprocessing
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_region = os.environ.get("LARDER_REGION", "api")
 
 workers = int(os.environ.get("LARDER_WORKERS", multiprocessing.cpu_count() * 2))
 worker_class = "sync"
@@ -15,4 +25,30 @@ graceful_timeout = 10
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LARDER_LOG_LEVEL", "info")
-proc_name = f"larder-{os.environ.get('LARDER_REGION', 'api')}"
+proc_name = f"larder-{_region}"
+# gunicorn 26's control socket defaults to one path per user: two regions on one machine would
+# take it from each other, so it stays off (signals still work: HUP, TTIN/TTOU, TERM).
+control_socket_disable = True
+
+# Recorded in the environment, not a module global: gunicorn re-reads this file on HUP.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"larder-metrics-{_region}-")
+    os.environ["LARDER_OWNS_METRICS_DIR"] = "1"
+
+
+def on_starting(server):
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("LARDER_OWNS_METRICS_DIR") == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

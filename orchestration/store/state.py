@@ -137,7 +137,7 @@ def hash_secret(secret: str) -> str:
 
 def split_secret(secret: str) -> str | None:
     """The lookup prefix of a presented secret (`lk_<prefix>_<token>`), or None if malformed."""
-    parts = secret.split("_")
+    parts = secret.split("_", 2)  # the token itself may contain "_"
     if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 8 or not parts[2]:
         return None
     return parts[1]
@@ -361,6 +361,14 @@ class StateStore:
                 found[row.pk].add(row.cache_key)
         return found
 
+    def pks_of_keys(self, conn: Connection, collection: str, cache_keys: Sequence[str]) -> set[str]:
+        """The records of the collection that the given cache keys (still) belong to."""
+        found: set[str] = set()
+        for batch in _batches(cache_keys, 500):
+            query = sa.select(INDICES.c.pk).where(INDICES.c.collection == collection, INDICES.c.cache_key.in_(batch))
+            found.update(row.pk for row in conn.execute(query))
+        return found
+
     def upsert_fields(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """rows: sync_name, pk, collection, fields, row_hash, updated_at."""
         if rows:
@@ -443,12 +451,53 @@ class StateStore:
             for batch in _batches(entry_ids, 500):
                 conn.execute(JOURNAL.delete().where(JOURNAL.c.id.in_(batch)))
 
+    def run_regions(self, run_id: int) -> list[str]:
+        """The regions a run wrote (empty for an unknown run)."""
+        with self.engine.connect() as conn:
+            regions = conn.execute(sa.select(RUNS.c.regions).where(RUNS.c.id == run_id)).scalar()
+        return list(regions or [])
+
     def pending_journal(self, sync_name: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(JOURNAL).order_by(JOURNAL.c.id)
         if sync_name is not None:
             query = query.where(JOURNAL.c.sync_name == sync_name)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    # --- serving reads (the API's batch fallback and lineage; read-only) ----------------------
+
+    def records_by_keys(self, cache_keys: Sequence[str], order: Sequence[str]) -> dict[str, tuple[bytes, list[str]]]:
+        """cache key → (packed record, every key of that record), for the given keys that exist."""
+        targets: dict[str, tuple[str, str]] = {}
+        composed: dict[tuple[str, str], bytes] = {}
+        all_keys: dict[tuple[str, str], list[str]] = {}
+        with self.engine.connect() as conn:
+            for batch in _batches(cache_keys, 500):
+                query = sa.select(INDICES.c.cache_key, INDICES.c.collection, INDICES.c.pk).where(
+                    INDICES.c.cache_key.in_(batch)
+                )
+                targets.update((row.cache_key, (row.collection, row.pk)) for row in conn.execute(query))
+            pks_by_collection: dict[str, set[str]] = defaultdict(set)
+            for collection, pk in targets.values():
+                pks_by_collection[collection].add(pk)
+            for collection, pks in pks_by_collection.items():
+                for pk, packed in self.compose(conn, collection, sorted(pks), order).items():
+                    composed[collection, pk] = packed
+                for pk, keys in self.index_keys_of(conn, collection, sorted(pks)).items():
+                    all_keys[collection, pk] = keys
+        return {key: (composed[t], all_keys.get(t, [])) for key, t in targets.items() if t in composed}
+
+    def last_run_with_status(self, sync_name: str, status: str) -> dict[str, Any] | None:
+        """The newest run of a sync that ended with `status` (e.g. the last successful one)."""
+        query = (
+            sa.select(RUNS)
+            .where(RUNS.c.sync_name == sync_name, RUNS.c.status == status)
+            .order_by(RUNS.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
 
 
 def _key_info(row) -> KeyInfo:

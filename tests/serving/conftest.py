@@ -1,0 +1,204 @@
+"""A real serving stack: DuckDB customers table → run_sync → memcached → gunicorn (`larder serve`).
+
+`stack` is shared by the read-only tests of a module (starting gunicorn takes about a second);
+tests that change data, keys or memcached use `fresh_stack`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+import requests
+
+from orchestration.store.state import StateStore
+from orchestration.sync import Services, run_sync
+from tests.support import MemcachedProcess, ProjectFactory, free_port
+
+JANE_RECOMMENDATIONS = {
+    "concerts": [
+        {"artist": "Aphex Twin", "location": "San Francisco, CA", "event_date": "2023-01-31"},
+        {"artist": "Sultan + Shepard", "location": "San Francisco, CA", "event_date": "2023-02-25"},
+    ],
+    "upcoming_album_release": {
+        "title": "Universal Language",
+        "artist": "Simon Doty",
+        "label": "Anjunadeep",
+        "release_date": "2023-04-28",
+    },
+}
+
+# (id, email, full_name, recommendations): emails exercise unicode, spaces and '/' in URLs.
+CUSTOMERS = [
+    (12345, "jane@example.com", "Jane Doe", JANE_RECOMMENDATIONS),
+    (2, "zoë müller@example.com", "Zoë Müller", {"concerts": []}),
+    (3, "a/b@example.com", "Slash Person", {"concerts": []}),
+    (4, "plain+tag@example.com", "Tag Person", {"concerts": []}),
+]
+
+# Named as in the Braze page's example URL: /v1/collections/customer/records/id/12345
+CUSTOMER_SYNC = {
+    "name": "customer_profiles",
+    "description": "Customers for send-time personalization.",
+    "owners": ["crm@example.com"],
+    "model": {"sql": "select * from customers"},
+    "collection": "customer",
+    "primary_index": "id",
+    "indices": ["email"],
+    "fields": [
+        {"column": "id"},
+        {"column": "email"},
+        {"column": "full_name"},
+        {"column": "recommendations", "type": "json"},
+        {"to": "first_name", "liquid": "{{ full_name | split: ' ' | first }}", "type": "string"},
+    ],
+    "delete": "delete",
+}
+ORDERS_SYNC = {
+    "name": "orders",
+    "model": {"sql": "select 1 as order_id, 'open' as status"},
+    "collection": "orders",
+    "primary_index": "order_id",
+    "fields": [{"column": "order_id"}, {"column": "status"}],
+}
+
+
+def write_customers(warehouse: Path, rows) -> None:
+    """(Re)create the customers table the sync reads."""
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute(
+            "create or replace table customers (id integer, email varchar, full_name varchar, recommendations varchar)"
+        )
+        conn.executemany(
+            "insert into customers values (?, ?, ?, ?)",
+            [(i, e, n, orjson.dumps(r).decode()) for i, e, n, r in rows],
+        )
+
+
+class ApiServer:
+    """`larder serve --region R` as a subprocess on a free port."""
+
+    def __init__(self, config: Path, region: str, log: Path, *, workers: int = 2):
+        self.config = config
+        self.region = region
+        self.log = log
+        self.workers = workers
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "orchestration.cli", "--config", str(self.config), "serve",
+                 "--region", self.region, "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
+                env=env, stdout=log, stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening yet, or workers still importing
+                time.sleep(0.05)
+        raise TimeoutError(f"gunicorn did not answer: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+            self.process = None
+
+
+class Stack:
+    """A project with synced customers, two regions' memcached, a key, and region us served."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.warehouse = root / "warehouse.duckdb"
+        self.us, self.eu = MemcachedProcess(), MemcachedProcess()
+        self.factory = ProjectFactory(root, warehouse_url=f"duckdb:///{self.warehouse}",
+                                      state_url=f"sqlite:///{root / 'state.db'}")
+        self.servers: list[ApiServer] = []
+
+    def start(self, *, api: dict | None = None) -> "Stack":
+        try:
+            return self._start(api or {})
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, api: dict) -> "Stack":
+        self.us.start()
+        self.eu.start()
+        write_customers(self.warehouse, CUSTOMERS)
+        self.project = self.factory(
+            [CUSTOMER_SYNC, ORDERS_SYNC],
+            regions={"us": [self.us.server], "eu": [self.eu.server]},
+            collections={"customer": {"description": "One profile per customer.", "max_age": 600}},
+            extra={"api": {"key_refresh_seconds": 1, **api}},
+        )
+        self.state = StateStore(self.project.spec.state.url)
+        self.state.create_all()
+        self.sync()
+        self.sync("orders")
+        self.key = self.create_key("all")
+        self.api = self.serve("us")
+        return self
+
+    def sync(self, name: str = "customer_profiles"):
+        services = Services(self.project)
+        try:
+            return run_sync(services, name, origin="test")
+        finally:
+            services.close()
+
+    def create_key(self, name: str, **scope) -> str:
+        return self.state.create_key(name, **scope)[1]
+
+    def serve(self, region: str) -> ApiServer:
+        server = ApiServer(self.project.path, region, self.root / f"gunicorn-{region}.log")
+        server.start()
+        self.servers.append(server)
+        return server
+
+    def get(self, path: str, key: str | None = None, server: ApiServer | None = None, **kwargs) -> requests.Response:
+        return self.request("GET", path, key, server, **kwargs)
+
+    def request(self, method: str, path: str, key: str | None = None, server: ApiServer | None = None, **kwargs):
+        headers = {"Authorization": f"Bearer {key or self.key}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{(server or self.api).base}{path}", headers=headers, timeout=10, **kwargs)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        if hasattr(self, "state"):
+            self.state.dispose()
+        self.us.stop()
+        self.eu.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    running = Stack(tmp_path_factory.mktemp("stack")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fresh_stack(tmp_path):
+    running = Stack(tmp_path).start()
+    yield running
+    running.stop()
