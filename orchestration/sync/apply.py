@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from orchestration.config.specs import DeleteBehaviour, SyncSpec
 from orchestration.store import envelope
@@ -126,18 +126,32 @@ def apply_removals(
 
 def replay_journal(
     state: StateStore,
-    caches: Mapping[str, RecordCache],
+    cache_of: Callable[[str], RecordCache],
     sync_order_of: Callable[[str], Sequence[str]],
-    sync_name: str | None = None,
+    *,
+    enabled_regions: Collection[str],
+    only_region: str | None = None,
 ) -> int:
-    """Finish cache work a crashed run committed to state but may not have written. Returns entries replayed."""
-    entries = state.pending_journal(sync_name)
+    """Finish cache work a crashed run committed to state but may not have written. Returns entries replayed.
+
+    Each entry is written to every region its run wrote that is still enabled, then cleared.
+    Every sync's entries are replayed: in a merged collection another sync's crash can leave
+    stale cache entries for records this sync writes. The cache is rebuilt from the state as it
+    is now, so replaying an old entry never undoes later work: a journaled stale key that a
+    record owns again is rewritten instead of deleted. With `only_region`, only that region is
+    written and entries stay pending for the others (rehydrating one region while another is down).
+    """
+    entries = state.pending_journal()
     for entry in entries:
+        regions = [only_region] if only_region else [r for r in state.run_regions(entry["run_id"]) if r in enabled_regions]
         collection = entry["collection"]
         with state.begin() as conn:
-            values = _composed_values(state, conn, collection, entry["pks"], sync_order_of(collection))
-        _write_caches(caches, entry["stale_keys"], values)
-        state.clear_journal([entry["id"]])
+            pks = set(entry["pks"]) | state.pks_of_keys(conn, collection, entry["stale_keys"])
+            values = _composed_values(state, conn, collection, sorted(pks), sync_order_of(collection))
+        stale = [key for key in entry["stale_keys"] if key not in values]
+        _write_caches({region: cache_of(region) for region in regions}, stale, values)
+        if only_region is None:
+            state.clear_journal([entry["id"]])
     return len(entries)
 
 

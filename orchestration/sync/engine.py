@@ -98,7 +98,7 @@ def run_sync(
     layout = CollectionLayout(spec, services.sync_order(spec.collection))
     state.create_all()
     state.mark_abandoned_runs(sync_name, stale_after=ABANDONED_AFTER_SECONDS)
-    replay_journal(state, caches, services.sync_order, sync_name)
+    replay_journal(state, services.cache, services.sync_order, enabled_regions=project.enabled_regions)
     started = time.monotonic()
     run_id = state.start_run(sync_name, full_resync=full_resync, regions=targets, origin=origin)
     counts: dict[str, int] = {}
@@ -166,7 +166,8 @@ def rehydrate_region(services: Services, region: str, *, progress: Progress | No
     """Rebuild a region's Memcached from durable state: every record under every index key."""
     state, cache = services.state, services.cache(region)
     state.create_all()
-    replay_journal(state, {region: cache}, services.sync_order)
+    replay_journal(state, services.cache, services.sync_order,
+                   enabled_regions=services.project.enabled_regions, only_region=region)
     records = keys = 0
     for collection in state.collections_with_records():
         order = services.sync_order(collection)
