@@ -1,0 +1,92 @@
+"""Sync assets: materializing dbt → model → sync writes the records, and the run's page explains it."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from tests.orchestration.conftest import warehouse_rows
+
+PROFILES = "collection/customers/customer_profiles"
+ENGAGEMENT = "collection/customers/customer_engagement"
+
+
+def test_materializing_the_demo_writes_jane_doe_to_every_region(demo_built):
+    for region in ("us", "eu"):
+        jane = demo_built.record(region, "customers", "user_id", "12345")
+        assert jane["full_name"] == "Jane Doe"
+        assert jane["first_name"] == "Jane"
+        assert jane["engagement"]["tier"] in {"high", "medium", "low"}
+        assert demo_built.record(region, "customers", "email", jane["email"]) == jane
+
+
+def test_sync_materialization_records_counts_duration_and_regions(demo_built):
+    metadata = demo_built.materialized["metadata"][PROFILES]
+    (users,) = warehouse_rows(demo_built.warehouse_path, "select count(*) from customer_profiles")[0]
+    assert metadata["added"].value == users
+    assert metadata["written"].value == users
+    assert {name: metadata[name].value for name in ("changed", "removed", "rejected", "unchanged")} == {
+        "changed": 0, "removed": 0, "rejected": 0, "unchanged": 0
+    }
+    assert metadata["duration_seconds"].value > 0
+    assert metadata["regions"].value == ["us", "eu"]
+    assert metadata["rejection_samples"].value == []
+
+
+def test_sync_materialization_previews_the_records_it_wrote(demo_built):
+    preview = demo_built.materialized["metadata"][ENGAGEMENT]["written_preview"].value
+    assert 0 < len(preview) <= 20
+    assert set(preview[0]) == {"user_id", "engagement"}
+    assert set(preview[0]["engagement"]) == {"last_listened_at", "listens_30d", "favourite_artist", "tier"}
+
+
+def test_rerunning_a_sync_finds_everything_unchanged_and_full_resync_rewrites_everything(demo_built):
+    job = demo_built.defs.resolve_job_def("sync_customer_profiles")
+    again = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    unchanged = _sync_metadata(again, PROFILES)
+    assert unchanged["unchanged"].value == unchanged["rows_read"].value > 0
+    assert unchanged["written"].value == 0
+
+    full = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"collection__customers__customer_profiles": {"config": {"full_resync": True}}}},
+    )
+    rewritten = _sync_metadata(full, PROFILES)
+    assert rewritten["full_resync"].value is True
+    assert rewritten["changed"].value == rewritten["written"].value == rewritten["rows_read"].value
+
+
+def test_a_run_can_write_a_subset_of_regions(demo_built):
+    demo_built.memcached["eu"].flush()
+    try:
+        result = demo_built.defs.resolve_job_def("sync_customer_engagement").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config={
+                "ops": {"collection__customers__customer_engagement": {"config": {"full_resync": True, "regions": ["us"]}}}
+            },
+        )
+        assert _sync_metadata(result, ENGAGEMENT)["regions"].value == ["us"]
+        assert demo_built.record("eu", "customers", "user_id", "12345") is None
+    finally:
+        _rehydrate(demo_built, "eu")
+    assert demo_built.record("eu", "customers", "user_id", "12345")["full_name"] == "Jane Doe"
+
+
+def test_a_run_naming_a_region_the_sync_does_not_write_fails_with_the_reason(demo_built):
+    result = demo_built.defs.resolve_job_def("sync_customer_engagement").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"collection__customers__customer_engagement": {"config": {"regions": ["mars"]}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "does not write region(s) mars" in failure.step_failure_data.error.message
+
+
+def _sync_metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key]
+    return event.step_materialization_data.materialization.metadata
+
+
+def _rehydrate(demo, region: str) -> None:
+    result = demo.defs.resolve_job_def(f"rehydrate_{region}").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success

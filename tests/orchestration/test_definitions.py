@@ -1,0 +1,81 @@
+"""The code location: loads, validates, and has the demo's graph, jobs, sensors and schedules."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets.checks import check_names
+from orchestration.jobs import rehydrate_job_name, sync_job_name
+
+
+def keys(demo) -> set[str]:
+    return {key.to_user_string() for key in demo.defs.resolve_asset_graph().get_all_asset_keys()}
+
+
+def test_demo_definitions_load_and_validate(demo):
+    dg.Definitions.validate_loadable(demo.defs)
+
+
+def test_module_level_definitions_are_the_demo_project(demo):
+    from orchestration.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert {j.name for j in defs.resolve_all_job_defs()} == {j.name for j in demo.defs.resolve_all_job_defs()}
+
+
+def test_every_dbt_model_is_an_asset_under_the_dbt_prefix(demo):
+    assert {"dbt/customer_profiles", "dbt/customer_engagement", "dbt/stg_users", "dbt/users"} <= keys(demo)
+
+
+def test_each_sync_has_a_model_asset_downstream_of_its_dbt_model_and_a_collection_asset_downstream_of_that(demo):
+    graph = demo.defs.resolve_asset_graph()
+    for declared in demo.project.syncs:
+        name = declared.spec.name
+        model = graph.get(dg.AssetKey(["model", name]))
+        sync = graph.get(dg.AssetKey(["collection", "customers", name]))
+        assert model.parent_keys == {dg.AssetKey(["dbt", name])}
+        assert sync.parent_keys == {model.key}
+
+
+def test_a_sync_declared_in_dbt_meta_needs_no_python_to_join_the_graph(demo):
+    declared = next(d for d in demo.project.syncs if d.source.kind == "dbt_meta")
+    sync = demo.defs.resolve_asset_graph().get(dg.AssetKey(["collection", declared.spec.collection, declared.spec.name]))
+    assert declared.spec.name == "customer_engagement"
+    assert sync.owners == ["growth-analytics@example.com"]
+    assert "dbt model customer_engagement" in sync.description
+
+
+def test_model_and_sync_assets_are_grouped_by_collection_with_descriptions_and_owners(demo):
+    graph = demo.defs.resolve_asset_graph()
+    profiles = graph.get(dg.AssetKey(["collection", "customers", "customer_profiles"]))
+    model = graph.get(dg.AssetKey(["model", "customer_profiles"]))
+    assert profiles.group_name == model.group_name == "customers"
+    assert profiles.owners == model.owners == ["crm-data@example.com"]
+    assert profiles.description.startswith("Customer profile with listening summary")
+    assert model.description.startswith("One row per user: the customer profile served by Larder.")
+
+
+def test_every_sync_has_its_checks_on_its_model(demo):
+    graph = demo.defs.resolve_asset_graph()
+    for declared in demo.project.syncs:
+        expected = {dg.AssetCheckKey(dg.AssetKey(["model", declared.spec.name]), n) for n in check_names(declared.spec)}
+        assert expected <= graph.asset_check_keys
+    assert dg.AssetCheckKey(dg.AssetKey(["model", "customer_profiles"]), "customer_profiles_email_unique") in graph.asset_check_keys
+
+
+def test_jobs_one_per_sync_one_for_all_syncs_one_rehydrate_per_region_and_dbt_build(demo):
+    names = {job.name for job in demo.defs.resolve_all_job_defs()}
+    expected = {sync_job_name(n) for n in demo.project.sync_names} | {rehydrate_job_name(r) for r in ("us", "eu")}
+    assert expected | {"all_syncs", "dbt_build"} <= names
+
+
+def test_sync_job_selects_its_model_its_sync_and_the_model_checks(demo):
+    job = demo.defs.resolve_job_def(sync_job_name("customer_profiles"))
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        "model/customer_profiles", "collection/customers/customer_profiles"
+    }
+    assert {k.name for k in job.asset_layer.asset_graph.asset_check_keys} >= set(check_names(demo.project.sync("customer_profiles")))
+
+
+def test_sensors_cover_automation_and_each_region_losing_its_cache(demo):
+    assert {s.name for s in demo.defs.sensors} == {"larder_automation", "us_cache_loss", "eu_cache_loss"}
