@@ -1,0 +1,66 @@
+"""RecordCache: one region's pool; failures raise CacheUnavailable, never silent misses."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestration.store.cache import CacheUnavailable, RecordCache
+from tests.support import MemcachedProcess
+
+
+def test_pool_of_two_spreads_keys_and_reads_them_back(memcached_pair):
+    cache = RecordCache([m.server for m in memcached_pair])
+    values = {f"L1:c:i:={n}": f"v{n}".encode() for n in range(300)}
+    cache.set_many(values)
+    assert cache.get_many(list(values)) == values
+    assert cache.get("L1:c:i:=7") == b"v7"
+    alone = [RecordCache([m.server]) for m in memcached_pair]
+    shares = [len(c.get_many(list(values))) for c in alone]
+    assert sum(shares) == 300 and min(shares) > 50
+    cache.delete_many(list(values)[:100])
+    assert len(cache.get_many(list(values))) == 200
+    for c in (cache, *alone):
+        c.close()
+
+
+def test_the_same_key_always_lands_on_the_same_server(memcached_pair):
+    servers = [m.server for m in memcached_pair]
+    first, second = RecordCache(servers), RecordCache(list(reversed(servers)))
+    first.set_many({f"k{n}": b"x" for n in range(50)})
+    assert len(second.get_many([f"k{n}" for n in range(50)])) == 50
+    first.close()
+    second.close()
+
+
+def test_a_server_down_raises_instead_of_missing(memcached_pair):
+    cache = RecordCache([m.server for m in memcached_pair], timeout=0.5, connect_timeout=0.5)
+    cache.set_many({f"k{n}": b"x" for n in range(50)})
+    memcached_pair[1].stop()
+    with pytest.raises(CacheUnavailable):
+        cache.get_many([f"k{n}" for n in range(50)])
+    with pytest.raises(CacheUnavailable):
+        cache.set_many({f"k{n}": b"y" for n in range(50)})
+    with pytest.raises(CacheUnavailable):
+        cache.ping()
+    cache.close()
+
+
+def test_an_item_memcached_refuses_raises(tmp_path):
+    small = MemcachedProcess(item_size="1m")
+    small.start()
+    try:
+        cache = RecordCache([small.server])
+        with pytest.raises(CacheUnavailable, match="object too large"):
+            cache.set_many({"ok": b"x", "big": b"x" * 2_000_000})
+        cache.close()
+    finally:
+        small.stop()
+
+
+def test_sentinel_tells_which_servers_lost_their_data(memcached_pair):
+    cache = RecordCache([m.server for m in memcached_pair])
+    cache.write_sentinel("token")
+    assert cache.servers_missing_sentinel() == []
+    memcached_pair[0].flush()
+    assert cache.servers_missing_sentinel() == [memcached_pair[0].server]
+    cache.close()
