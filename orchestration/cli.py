@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="gunicorn workers (default: 2 × cores)")
     serve.add_argument("--pid", help="pid file")
     serve.set_defaults(run=_serve)
+
+    render = commands.add_parser("render", help="preview a Braze message: render it, calling this API for connected_content")
+    render.add_argument("template", type=Path, help="a Liquid message template (.liquid)")
+    render.add_argument("--region", help="the region whose API answers (default: the first enabled region)")
+    render.add_argument("--api", help="base URL of the API instead, e.g. http://127.0.0.1:8080")
+    render.add_argument("--key", default=os.environ.get("LARDER_API_KEY"),
+                        help="API key sent as the Authorization header (default: $LARDER_API_KEY)")
+    render.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="a template variable, e.g. user_id=12345 for {{${user_id}}} (repeatable)")
+    render.set_defaults(run=_render)
     return parser
 
 
@@ -211,6 +221,33 @@ def _devstack():
     from orchestration import devstack
 
     return devstack
+
+
+def _render(args) -> int:
+    from liquid.exceptions import LiquidError
+
+    from serving.braze import ApiTarget, render_template
+
+    variables = dict(item.partition("=")[::2] for item in args.var)
+    base = args.api
+    if base is None:
+        project = _project(args)
+        region = args.region or project.enabled_regions[0]
+        if region not in project.regions:
+            print(f"larder: unknown region {region!r} (configured: {', '.join(project.regions)})", file=sys.stderr)
+            return 2
+        base = f"http://{project.regions[region].host}:{project.regions[region].port}"
+    try:
+        source = args.template.read_text()
+    except OSError as error:
+        print(f"larder: cannot read {args.template}: {error.strerror}", file=sys.stderr)
+        return 2
+    try:
+        print(render_template(source, ApiTarget(base, args.key), variables), end="")
+    except LiquidError as error:  # a syntax error, or a connected_content call that failed
+        print(f"larder: {args.template}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _split(value: str | None) -> list[str] | None:
