@@ -53,7 +53,7 @@ def _cache_loss_sensor(region: str, servers: tuple[str, ...]) -> dg.SensorDefini
             return dg.SkipReason(f"every server of region {region} still holds its sentinel")
         if _rehydrate_in_flight(context.instance, job_name):
             return dg.SkipReason(f"{job_name} is already queued or running")
-        return dg.RunRequest(tags={"larder/region": region, "larder/servers_lost": ",".join(missing)})
+        return dg.RunRequest(job_name=job_name, tags={"larder/region": region, "larder/servers_lost": ",".join(missing)})
 
     return cache_loss
 

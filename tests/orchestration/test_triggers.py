@@ -1,0 +1,66 @@
+"""Triggers: cron schedules per sync, and syncs that follow their upstream dbt models by automation."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.definitions import build_definitions
+
+
+def sync(name: str, trigger: dict | None = None) -> dict:
+    spec = {
+        "name": name,
+        "model": {"sql": "select 1 as user_id"},
+        "collection": name.replace("_", ""),
+        "primary_index": "user_id",
+        "fields": [{"column": "user_id"}],
+    }
+    return {**spec, "trigger": trigger} if trigger else spec
+
+
+def test_a_sync_with_a_cron_trigger_gets_a_running_schedule_of_its_job(project_factory):
+    defs = build_definitions(project_factory([
+        sync("hourly", {"schedule": "15 * * * *", "timezone": "Europe/Paris"}),
+        sync("by_hand"),
+    ]))
+    schedule = defs.resolve_schedule_def("hourly_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("15 * * * *", "Europe/Paris")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    (request,) = schedule.evaluate_tick(dg.build_schedule_context(instance=dg.DagsterInstance.ephemeral())).run_requests
+    assert schedule.job_name == "sync_hourly"
+    assert request.run_config == {}
+    assert [s.name for s in defs.schedules] == ["hourly_schedule"]
+
+
+def test_manual_syncs_have_no_automation_condition(project_factory):
+    defs = build_definitions(project_factory([sync("by_hand")]))
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["collection", "byhand", "by_hand"])).automation_condition is None
+    assert graph.get(dg.AssetKey(["model", "by_hand_sql"])).automation_condition is None
+
+
+def test_the_demo_has_a_stopped_daily_dbt_build_schedule(demo):
+    schedule = demo.defs.resolve_schedule_def("dbt_build_daily")
+    assert schedule.job_name == "dbt_build"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_a_sync_on_upstream_change_is_requested_once_its_dbt_model_materializes(demo):
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=demo.defs, instance=instance)
+    assert first.total_requested == 0  # nothing upstream exists yet
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["dbt", "customer_profiles"])))
+    second = dg.evaluate_automation_conditions(defs=demo.defs, instance=instance, cursor=first.cursor)
+
+    requested = {
+        key.to_user_string() for key in demo.defs.resolve_asset_graph().get_all_asset_keys()
+        if second.get_num_requested(key)
+    }
+    assert requested == {"model/customer_profiles", "collection/customers/customer_profiles"}
+
+
+def test_the_automation_sensor_ticks_every_five_seconds_and_runs_by_default(demo):
+    sensor = demo.defs.resolve_sensor_def("larder_automation")
+    assert sensor.minimum_interval_seconds == 5
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
