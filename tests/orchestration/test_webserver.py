@@ -1,0 +1,98 @@
+"""End to end: a real dagster-webserver serving the demo's code location, queried over GraphQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from orchestration.config.load import REPO_ROOT
+from tests.support import free_port
+
+CODE_LOCATION = """
+query CodeLocation {
+  locationStatusesOrError {
+    ... on WorkspaceLocationStatusEntries { entries { name loadStatus } }
+  }
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes { name location { name } jobs { name } sensors { name } schedules { name } }
+    }
+  }
+  assetNodes {
+    assetKey { path }
+    groupName
+    assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
+  }
+}
+"""
+LOAD_TIMEOUT_SECONDS = 90
+
+
+@pytest.fixture
+def webserver(demo, tmp_path):
+    """dagster-webserver on a free port, loading workspace.yaml with the demo's temporary runtime."""
+    port = free_port()
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    log = (tmp_path / "webserver.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
+         "-w", str(REPO_ROOT / "workspace.yaml")],
+        cwd=REPO_ROOT,
+        env={**os.environ, **demo.env, "DAGSTER_HOME": str(dagster_home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/graphql", tmp_path / "webserver.log"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_the_webserver_serves_every_asset_check_job_sensor_and_schedule_of_the_demo(demo, webserver):
+    url, log = webserver
+    data = _query_once_loaded(url, log)
+
+    (repository,) = data["repositoriesOrError"]["nodes"]
+    assert repository["location"]["name"] == "larder"
+    assert {j["name"] for j in repository["jobs"]} >= {j.name for j in demo.defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert {s["name"] for s in repository["sensors"]} == {s.name for s in demo.defs.sensors}
+    assert {s["name"] for s in repository["schedules"]} == {s.name for s in demo.defs.schedules} == {"dbt_build_daily"}
+
+    graph = demo.defs.resolve_asset_graph()
+    served = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
+    assert set(served) == {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert served["collection/customers/customer_engagement"]["groupName"] == "customers"
+    checks = {
+        f"{key}:{check['name']}"
+        for key, node in served.items()
+        for check in node["assetChecksOrError"].get("checks", [])
+    }
+    assert checks == {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
+    assert "model/customer_profiles:customer_profiles_email_unique" in checks
+
+
+def _query_once_loaded(url: str, log: Path) -> dict:
+    """Poll until the code location has loaded, then return the whole answer."""
+    deadline = time.monotonic() + LOAD_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.post(url, json={"query": CODE_LOCATION}, timeout=10).json()
+        except requests.ConnectionError:
+            time.sleep(0.5)
+            continue
+        assert "errors" not in answer, answer["errors"]
+        entries = answer["data"]["locationStatusesOrError"]["entries"]
+        if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+            assert answer["data"]["repositoriesOrError"].get("nodes"), f"code location failed to load: {answer}"
+            return answer["data"]
+        time.sleep(0.5)
+    pytest.fail(f"dagster-webserver did not load the code location in {LOAD_TIMEOUT_SECONDS}s:\n{log.read_text()[-3000:]}")
