@@ -9,6 +9,7 @@ version, and the next run converges.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Collection, Mapping, Sequence
@@ -19,6 +20,10 @@ from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
 from orchestration.store.state import StateStore
 from orchestration.sync.mapping import MappedRecord
+
+# Test-only hook: seconds to sleep after a chunk's state commit, before its cache writes, so the
+# crash test can SIGKILL a real sync process where it matters (tests/sync/test_engine_crash.py).
+PAUSE_AFTER_COMMIT = float(os.environ.get("LARDER_TEST_PAUSE_AFTER_COMMIT") or 0)
 
 PRIMARY_OWNER = ""  # record_indices.sync_name of primary index keys: shared by every sync of the collection
 
@@ -84,6 +89,8 @@ def apply_changes(
             values = {
                 key: envelope.pack(r.body, now) for r in records for key, _ in keys_by_pk[r.pk]
             }
+    if PAUSE_AFTER_COMMIT:
+        time.sleep(PAUSE_AFTER_COMMIT)
     _write_caches(caches, stale, values)
     state.clear_journal([entry])
 

@@ -101,3 +101,24 @@ def sync_config(name: str = "people", *, model: str = "select * from people", **
     }
     config.update(overrides)
     return config
+
+
+def dump_keys(server: str) -> set[str]:
+    """Every key a memcached server holds (`lru_crawler metadump all`)."""
+    import socket
+    from urllib.parse import unquote
+
+    host, port = server.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"lru_crawler metadump all\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return {
+        unquote(line.split(" ", 1)[0].removeprefix("key="))
+        for line in data.decode().splitlines()
+        if line.startswith("key=")
+    }
