@@ -1,0 +1,199 @@
+"""Freshness: how long from a dbt seed change to the API serving the changed record, with no step between.
+
+With the demo running (`larder up --detach`; started here, and stopped afterwards, when it is not
+already up), each round renames Jane Doe (user 12345) in dbt_project/seeds/users.csv, launches the
+`dbt_build` job through the Dagster webserver's GraphQL API, exactly as a click in the UI would, and
+polls the API until the record carries the new name. dagster-daemon does the rest: the automation
+sensor sees the dbt models updated and runs the model, its checks and the sync. The last round
+renames her back, and the seed file is restored byte for byte whatever happens.
+
+    python -m bench.freshness [--rounds 2] [--timeout 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from orchestration.config.load import REPO_ROOT, larder_home, load_project
+
+SEEDS = REPO_ROOT / "dbt_project" / "seeds" / "users.csv"
+USER_ID = "12345"
+GRAPHQL = "http://127.0.0.1:3000/graphql"
+CODE_LOCATION = {"repositoryLocationName": "larder", "repositoryName": "__repository__"}
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+RUN_STATUS = """
+query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } ... on PythonError { message } } }
+"""
+LOADED = "query Loaded { repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }"
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class Round:
+    name: str
+    dbt_seconds: float  # launch → the dbt_build run finished
+    total_seconds: float  # launch → the API serves the new name
+
+    @property
+    def after_dbt_seconds(self) -> float:
+        return self.total_seconds - self.dbt_seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="seed changes to time (2 or more); the last restores the name")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each change")
+    args = parser.parse_args(argv)
+    if args.rounds < 2:
+        parser.error("--rounds must be 2 or more: the last round renames Jane back, which needs a change before it")
+
+    started_here = not _dagster_up()
+    if started_here:
+        print("freshness: starting the demo (larder up --detach)", flush=True)
+        subprocess.run([_larder(), "up", "--detach"], check=True, cwd=REPO_ROOT)
+    _wait_for_code_location(args.timeout)
+    original = SEEDS.read_bytes()
+    try:
+        rounds = _measure(original, args.rounds, args.timeout)
+    finally:
+        SEEDS.write_bytes(original)
+        if started_here:
+            subprocess.run([_larder(), "down"], check=False, cwd=REPO_ROOT)
+    _report(rounds)
+    return 0
+
+
+def _measure(original: bytes, count: int, timeout: float) -> list[Round]:
+    api = _api()
+    original_name = _full_name(original)
+    rounds = []
+    for number in range(1, count + 1):
+        name = original_name if number == count else f"Jane Fresh{number} Doe"
+        SEEDS.write_bytes(_renamed(original, name))
+        rounds.append(_one_round(api, name, timeout))
+        print(f"freshness: round {number}: {rounds[-1].total_seconds:.1f} s to serve {name!r}", flush=True)
+    return rounds
+
+
+def _one_round(api: tuple[str, dict[str, str]], name: str, timeout: float) -> Round:
+    url, headers = api
+    launched = time.monotonic()
+    run_id = _launch_dbt_build()
+    dbt_seconds = None
+    deadline = launched + timeout
+    while time.monotonic() < deadline:
+        if dbt_seconds is None:
+            status = _run_status(run_id)
+            if status in FINISHED:
+                if status != "SUCCESS":
+                    raise SystemExit(f"freshness: the dbt_build run {run_id} ended {status}; see the Dagster UI")
+                dbt_seconds = time.monotonic() - launched
+        response = requests.get(url, headers=headers, timeout=5)
+        if response.status_code == 200 and response.json().get("full_name") == name:
+            now = time.monotonic()
+            return Round(name, dbt_seconds if dbt_seconds is not None else now - launched, now - launched)
+        time.sleep(POLL_SECONDS)
+    raise SystemExit(f"freshness: the API did not serve {name!r} within {timeout:.0f} s of launching dbt_build")
+
+
+def _launch_dbt_build() -> str:
+    params = {"selector": {**CODE_LOCATION, "jobName": "dbt_build"}, "runConfigData": {}}
+    answer = _graphql(LAUNCH, {"params": params})["launchRun"]
+    if answer["__typename"] != "LaunchRunSuccess":
+        raise SystemExit(f"freshness: launching dbt_build failed: {answer}")
+    return answer["run"]["runId"]
+
+
+def _run_status(run_id: str) -> str:
+    return _graphql(RUN_STATUS, {"runId": run_id})["runOrError"].get("status", "UNKNOWN")
+
+
+def _graphql(query: str, variables: dict) -> dict:
+    answer = requests.post(GRAPHQL, json={"query": query, "variables": variables}, timeout=30).json()
+    if "errors" in answer:
+        raise SystemExit(f"freshness: GraphQL error: {answer['errors']}")
+    return answer["data"]
+
+
+def _api() -> tuple[str, dict[str, str]]:
+    """The first region's lookup URL for user 12345, with the demo key `larder up` wrote."""
+    project = load_project()
+    region = project.regions[project.enabled_regions[0]]
+    secret = (larder_home() / "demo-api-key").read_text().strip()
+    url = f"http://{region.host}:{region.port}/v1/collections/customers/records/user_id/{USER_ID}"
+    return url, {"Authorization": f"Bearer {secret}"}
+
+
+def _renamed(seed: bytes, name: str) -> bytes:
+    """The seed with the user's full_name replaced, every other byte as it was."""
+    lines = seed.decode().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith(f"{USER_ID},"):
+            row = next(csv.reader([line]))
+            row[1] = name
+            ending = line[len(line.rstrip("\r\n")):]
+            out = io.StringIO()
+            csv.writer(out, lineterminator=ending).writerow(row)
+            lines[i] = out.getvalue()
+            return "".join(lines).encode()
+    raise SystemExit(f"freshness: user {USER_ID} is not in {SEEDS}")
+
+
+def _full_name(seed: bytes) -> str:
+    for row in csv.DictReader(io.StringIO(seed.decode())):
+        if row["user_id"] == USER_ID:
+            return row["full_name"]
+    raise SystemExit(f"freshness: user {USER_ID} is not in {SEEDS}")
+
+
+def _wait_for_code_location(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _graphql(LOADED, {})["repositoriesOrError"].get("nodes"):
+            return
+        time.sleep(1)
+    raise SystemExit("freshness: the Dagster webserver did not load the larder code location")
+
+
+def _dagster_up() -> bool:
+    try:
+        return requests.get(GRAPHQL.removesuffix("graphql") + "server_info", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+def _larder() -> str:
+    beside_python = Path(sys.executable).with_name("larder")
+    return str(beside_python) if beside_python.exists() else "larder"
+
+
+def _report(rounds: list[Round]) -> None:
+    print("\nfreshness: seed change → record served by the API (dbt_build launched through Dagster)")
+    print(f"  {'round':<6}{'dbt_build run':>15}{'then to API':>13}{'total':>9}")
+    for number, r in enumerate(rounds, 1):
+        print(f"  {number:<6}{r.dbt_seconds:>13.1f} s{r.after_dbt_seconds:>11.1f} s{r.total_seconds:>7.1f} s")
+    worst = max(r.total_seconds for r in rounds)
+    print(f"  worst total: {worst:.1f} s (target: under 30 s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
