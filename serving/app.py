@@ -36,7 +36,8 @@ def create_app(project: Project, region: str, *, state: StateStore | None = None
         AuthMiddleware(keyring, region, default_rate_limit=api.rate_limit_per_second),
     ])
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
-    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    # Request bodies are JSON only (a form body is 415, as the OpenAPI document says).
+    app.req_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.set_error_serializer(errors.serialize_error)
     app.add_error_handler(Exception, errors.handle_unexpected)

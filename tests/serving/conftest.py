@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -20,6 +21,8 @@ import requests
 from orchestration.store.state import StateStore
 from orchestration.sync import Services, run_sync
 from tests.support import MemcachedProcess, ProjectFactory, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 JANE_RECOMMENDATIONS = {
     "concerts": [
@@ -70,14 +73,14 @@ ORDERS_SYNC = {
 
 
 def write_customers(warehouse: Path, rows) -> None:
-    """(Re)create the customers table the sync reads."""
+    """(Re)create the customers table the sync reads; a str recommendation is written as it is."""
     with duckdb.connect(str(warehouse)) as conn:
         conn.execute(
             "create or replace table customers (id integer, email varchar, full_name varchar, recommendations varchar)"
         )
         conn.executemany(
             "insert into customers values (?, ?, ?, ?)",
-            [(i, e, n, orjson.dumps(r).decode()) for i, e, n, r in rows],
+            [(i, e, n, r if isinstance(r, str) else orjson.dumps(r).decode()) for i, e, n, r in rows],
         )
 
 
@@ -148,7 +151,9 @@ class Stack:
             [CUSTOMER_SYNC, ORDERS_SYNC],
             regions={"us": [self.us.server], "eu": [self.eu.server]},
             collections={"customer": {"description": "One profile per customer.", "max_age": 600}},
-            extra={"api": {"key_refresh_seconds": 1, **api}},
+            # The demo dbt project declares customer_engagement (collection `customers`) in its meta:
+            # its lineage reaches upstream dbt nodes. That sync is never run here.
+            extra={"dbt": {"project_dir": str(REPO_ROOT / "dbt_project")}, **({"api": api} if api else {})},
         )
         self.state = StateStore(self.project.spec.state.url)
         self.state.create_all()
@@ -167,6 +172,18 @@ class Stack:
 
     def create_key(self, name: str, **scope) -> str:
         return self.state.create_key(name, **scope)[1]
+
+    def statuses(self, path: str, key: str | None = None, server: ApiServer | None = None, n: int = 16) -> list[int]:
+        """Status codes of `n` concurrent requests: with several in flight, every worker answers some."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(lambda _: self.get(path, key=key, server=server).status_code, range(n)))
+
+    def wait_for_key(self, secret: str, server: ApiServer | None = None) -> None:
+        """Until every worker accepts a new key (each reloads keys within 2 s, the default)."""
+        deadline = time.monotonic() + 5
+        while 401 in self.statuses("/v1/collections", key=secret, server=server):
+            assert time.monotonic() < deadline, "a new key was not accepted within 5 s"
+            time.sleep(0.2)
 
     def serve(self, region: str) -> ApiServer:
         server = ApiServer(self.project.path, region, self.root / f"gunicorn-{region}.log")
