@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     validate = commands.add_parser("validate", help="load and check the configuration; list syncs")
+    validate.add_argument("--offline", action="store_true",
+                          help="do not check mapped columns against the warehouse's models")
     validate.set_defaults(run=_validate)
 
     sync = commands.add_parser("sync", help="run syncs now")
@@ -99,7 +101,30 @@ def _validate(args) -> int:
             f"  sync {spec.name}: {spec.model.name} → {spec.collection} "
             f"(indices: {', '.join(spec.index_names)}; delete: {spec.delete.value}; from {declared.source.location})"
         )
+    if not args.offline:
+        _check_models(project)
     return 0
+
+
+def _check_models(project: Project) -> None:
+    """Check every mapped column exists in its model (raises ConfigError naming file and field).
+
+    A model the warehouse cannot answer yet (e.g. dbt has not built it) is reported, not fatal.
+    """
+    from orchestration.sync.warehouse import Warehouse, WarehouseError
+
+    warehouse = Warehouse(project.spec.warehouse.url)
+    try:
+        for spec in (declared.spec for declared in project.syncs):
+            try:
+                columns = warehouse.columns(project.model_sql(spec))
+            except WarehouseError as error:
+                print(f"  sync {spec.name}: columns not checked, the model cannot be read: {error}", file=sys.stderr)
+                continue
+            project.check_columns(spec, columns)
+            print(f"  sync {spec.name}: every mapped column is in the model")
+    finally:
+        warehouse.dispose()
 
 
 def _sync(args) -> int:

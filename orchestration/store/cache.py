@@ -13,11 +13,15 @@ from typing import Iterable, Mapping
 
 from pymemcache.client.base import Client
 from pymemcache.client.rendezvous import RendezvousHash
-from pymemcache.exceptions import MemcacheError
+from pymemcache.client.retrying import RetryingClient
+from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from orchestration.store.keys import SENTINEL_KEY
 
 WRITE_BATCH = 2_000
+# A connection a restarted memcached dropped fails once, then reconnects: retry exactly those
+# (every operation here is idempotent). A server that is down is not retried: it raises at once.
+RECONNECT_ON = (MemcacheUnexpectedCloseError, BrokenPipeError, ConnectionResetError)
 
 
 class CacheUnavailable(RuntimeError):
@@ -28,23 +32,27 @@ class RecordCache:
     def __init__(self, servers: Iterable[str], *, timeout: float = 1.0, connect_timeout: float = 1.0):
         self.servers = tuple(servers)
         self._clients = {
-            server: Client(
-                _host_port(server),
-                timeout=timeout,
-                connect_timeout=connect_timeout,
-                no_delay=True,
-                default_noreply=False,
+            server: RetryingClient(
+                Client(
+                    _host_port(server),
+                    timeout=timeout,
+                    connect_timeout=connect_timeout,
+                    no_delay=True,
+                    default_noreply=False,
+                ),
+                attempts=2,
+                retry_for=RECONNECT_ON,
             )
             for server in self.servers
         }
         self._ring = RendezvousHash(list(self.servers)) if len(self.servers) > 1 else None
         self._only = self._clients[self.servers[0]] if len(self.servers) == 1 else None
 
-    def _client_for(self, key: str) -> Client:
+    def _client_for(self, key: str) -> RetryingClient:
         return self._only or self._clients[self._ring.get_node(key)]
 
-    def _by_client(self, keys: Iterable[str]) -> dict[Client, list[str]]:
-        groups: dict[Client, list[str]] = defaultdict(list)
+    def _by_client(self, keys: Iterable[str]) -> dict[RetryingClient, list[str]]:
+        groups: dict[RetryingClient, list[str]] = defaultdict(list)
         for key in keys:
             groups[self._client_for(key)].append(key)
         return groups

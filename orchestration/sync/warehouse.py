@@ -26,12 +26,12 @@ class Warehouse:
 
     def columns(self, sql: str) -> list[str]:
         """The model's column names, without reading its rows."""
-        with self.engine.connect() as conn:
-            try:
+        try:
+            with self.engine.connect() as conn:
                 result = conn.execute(sa.text(f"select * from ({sql}) as larder_model where 1 = 0"))
-            except sa.exc.DBAPIError as error:
-                raise WarehouseError(f"model query failed: {error.orig}") from None
-            return list(result.keys())
+                return list(result.keys())
+        except sa.exc.DBAPIError as error:
+            raise WarehouseError(f"model query failed: {error.orig}") from None
 
     def iter_chunks(self, sql: str, chunk_size: int) -> Iterator[list[dict[str, Any]]]:
         """Stream the model's rows as lists of dicts, at most `chunk_size` at a time."""

@@ -64,3 +64,13 @@ def test_sentinel_tells_which_servers_lost_their_data(memcached_pair):
     memcached_pair[0].flush()
     assert cache.servers_missing_sentinel() == [memcached_pair[0].server]
     cache.close()
+
+
+def test_a_restarted_server_is_reconnected_to_without_an_error(memcached):
+    cache = RecordCache([memcached.server])
+    cache.set_many({"k": b"v"})
+    memcached.restart()
+    assert cache.get("k") is None
+    cache.set_many({"k": b"w"})
+    assert cache.get_many(["k"]) == {"k": b"w"}
+    cache.close()
