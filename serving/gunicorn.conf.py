@@ -29,6 +29,9 @@ proc_name = f"larder-{_region}"
 # gunicorn 26's control socket defaults to one path per user: two regions on one machine would
 # take it from each other, so it stays off (signals still work: HUP, TTIN/TTOU, TERM).
 control_socket_disable = True
+# A batch GET of 100 values easily passes the default 4 KB request line, and gunicorn answers that
+# with an HTML 400 the API cannot turn into JSON. 0 lifts the limit (gunicorn caps it at 1 MB).
+limit_request_line = 0
 
 # Recorded in the environment, not a module global: gunicorn re-reads this file on HUP.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -16,6 +16,7 @@ from orchestration.config.specs import SyncSpec
 from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import may_read, require_collection_scope
+from serving.records import reject_unknown_parameters
 
 MAX_RUNS = 100
 DEFAULT_RUNS = 20
@@ -72,6 +73,7 @@ class SyncRunsResource:
         if collection is None:
             raise errors.unknown_sync(sync)
         require_collection_scope(req, collection)
+        reject_unknown_parameters(req, {"limit"})
         limit = _limit(req.get_param("limit"))
         runs = _read_state(lambda: self._state.recent_runs(sync, limit=limit))
         resp.media = {"sync": sync, "collection": collection, "runs": [_run(run, samples=True) for run in runs]}

@@ -179,10 +179,17 @@ def _lookup_operation(operation_id: str, summary: str, headers: dict, *, head: b
     return {
         "operationId": operation_id,
         "summary": summary,
-        "parameters": [{
-            "name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
-            "description": "An ETag from an earlier answer: 304 if the record is unchanged.",
-        }],
+        "parameters": [
+            {
+                "name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": "An ETag from an earlier answer: 304 if the record is unchanged.",
+            },
+            {
+                "name": "ignored", "in": "query", "required": False, "style": "form", "explode": True,
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                "description": "Any query parameters (e.g. a cache buster a Braze template adds) are ignored.",
+            },
+        ],
         "responses": {
             "200": ok,
             "304": {"description": "The record is unchanged since the ETag sent in If-None-Match.", "headers": headers},
@@ -216,7 +223,7 @@ def _batch_operation(operation_id: str, headers: dict, *, post: bool) -> dict[st
             },
             **_errors(
                 auth=True,
-                bad_request=["invalid_values", "bad_request"],
+                bad_request=["invalid_values", "invalid_parameter", "bad_request"],
                 not_found=["unknown_collection", "unknown_index"],
                 unavailable=["cache_unavailable"],
                 unsupported_media=post,
@@ -230,7 +237,11 @@ def _batch_operation(operation_id: str, headers: dict, *, post: bool) -> dict[st
             "content": {"application/json": {"schema": {
                 "type": "object",
                 "required": ["values"],
-                "properties": {"values": {**values, "items": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]}}},
+                "additionalProperties": False,
+                "properties": {"values": {**values, "items": {"oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1},
+                ]}}},
             }}},
         }
     else:

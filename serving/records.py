@@ -157,10 +157,12 @@ class BatchResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, collection: str, index_key: str) -> None:
         self._collections.check(req, collection, index_key)
+        reject_unknown_parameters(req, {"values"})
         self._answer(resp, collection, index_key, req.get_param_as_list("values") or [])
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, collection: str, index_key: str) -> None:
         self._collections.check(req, collection, index_key)
+        reject_unknown_parameters(req, set())
         body = req.get_media()
         values = body.get("values") if isinstance(body, dict) else None
         if not isinstance(values, list):
@@ -174,11 +176,11 @@ class BatchResource:
         self._answer(resp, collection, index_key, texts)
 
     def _answer(self, resp: falcon.Response, collection: str, index_key: str, values: list[str]) -> None:
-        values = list(dict.fromkeys(values))
         if not values:
             raise errors.invalid_values("name at least one value: ?values=a&values=b")
         if len(values) > MAX_BATCH_VALUES:
             raise errors.invalid_values(f"{len(values)} values given; a batch takes at most {MAX_BATCH_VALUES}")
+        values = list(dict.fromkeys(values))  # a value asked twice is answered once
         keys = {value: record_key(collection, index_key, value) for value in values}
         found, source = self._source.get_many(collection, list(keys.values()))
         records, missing = [], []
@@ -193,6 +195,16 @@ class BatchResource:
         resp.cache_control = self._collections.cache_control[collection]
         resp.set_header("X-Larder-Region", self._region)
         resp.set_header("X-Larder-Source", source)
+
+
+def reject_unknown_parameters(req: falcon.Request, known: set[str]) -> None:
+    """400 invalid_parameter for a query parameter the endpoint does not take (a typo, usually)."""
+    unknown = sorted(set(req.params) - known)
+    if unknown:
+        raise errors.invalid_parameter(
+            f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this endpoint takes "
+            + (", ".join(sorted(known)) or "none")
+        )
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
