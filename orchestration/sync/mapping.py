@@ -59,7 +59,11 @@ class RecordMapper:
         self.spec = spec
         self.max_record_bytes = max_record_bytes
         self._steps = tuple(_field_step(f) for f in spec.fields)
-        self._has_liquid = any(f.liquid is not None for f in spec.fields)
+        # Only the columns templates read are prepared for Liquid (see liquid_scope).
+        self._liquid_columns = tuple(sorted({
+            name for f in spec.fields if f.liquid is not None
+            for name in parse_template(f.liquid).global_variables()
+        }))
         self._index_fields = tuple((name, _index_getter(spec, name)) for name in spec.index_names)
         primary = next(f for f in spec.fields if f.target == spec.primary_index)
         self._pk_column = primary.column
@@ -75,7 +79,7 @@ class RecordMapper:
 
     def _map(self, row: dict[str, Any]) -> MappedRecord:
         record: dict[str, Any] = {}
-        scope = liquid_scope(row) if self._has_liquid else row
+        scope = {name: liquid_scope(row[name]) for name in self._liquid_columns if name in row}
         for path, compute in self._steps:
             value = compute(row, scope)
             if len(path) == 1:
@@ -102,7 +106,7 @@ class RecordMapper:
 
 
 def liquid_scope(value: Any) -> Any:
-    """The row as templates see it: decimals as numbers, since Liquid's math filters treat a
+    """A column value as templates see it: decimals as numbers, since Liquid's math filters treat a
     Decimal as 0 (`{{ ltv | times: 2 }}` must double a DECIMAL column)."""
     if isinstance(value, dict):
         return {k: liquid_scope(v) for k, v in value.items()}
