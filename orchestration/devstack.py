@@ -27,12 +27,14 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 READY_TIMEOUT_SECONDS = 180
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_INSTANCE_YAML = """\
-# Written by `larder up`. One run at a time: DuckDB has a single writer.
+# Written by `larder up`. One run at a time: DuckDB has a single writer. Dequeue every second
+# (default 5) so a sync follows its dbt model quickly.
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 1
+    dequeue_interval_seconds: 1
 telemetry:
   enabled: false
 """
