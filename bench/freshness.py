@@ -1,11 +1,14 @@
 """Freshness: how long from a dbt seed change to the API serving the changed record, with no step between.
 
-With the demo running (`larder up --detach`; started here, and stopped afterwards, when it is not
-already up), each round renames Jane Doe (user 12345) in dbt_project/seeds/users.csv, launches the
-`dbt_build` job through the Dagster webserver's GraphQL API, exactly as a click in the UI would, and
-polls the API until the record carries the new name. dagster-daemon does the rest: the automation
-sensor sees the dbt models updated and runs the model, its checks and the sync. The last round
-renames her back, and the seed file is restored byte for byte whatever happens.
+Each round renames Jane Doe (user 12345) in the demo's users seed, launches the `dbt_build` job
+through the Dagster webserver's GraphQL API, exactly as a click in the UI would, and polls the API
+until the record carries the new name. dagster-daemon does the rest: the automation sensor sees the
+dbt models updated and runs the model, its checks and the sync. The last round renames her back,
+and the seed file is restored byte for byte whatever happens.
+
+When the demo is already up (`larder up --detach`), its own seed file is changed. Otherwise the
+bench copies the demo project (config, sync files, dbt project) to a temporary folder and runs
+`larder up --detach` on the copy, so nothing in the working tree changes; it stops it afterwards.
 
     python -m bench.freshness [--rounds 2] [--timeout 120]
 """
@@ -15,17 +18,22 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
 from orchestration.config.load import REPO_ROOT, larder_home, load_project
 
-SEEDS = REPO_ROOT / "dbt_project" / "seeds" / "users.csv"
+SEED = Path("seeds") / "users.csv"
 USER_ID = "12345"
 GRAPHQL = "http://127.0.0.1:3000/graphql"
 CODE_LOCATION = {"repositoryLocationName": "larder", "repositoryName": "__repository__"}
@@ -58,6 +66,22 @@ class Round:
         return self.total_seconds - self.dbt_seconds
 
 
+@dataclass(frozen=True)
+class Demo:
+    """Where the running demo's configuration, runtime folder and users seed are."""
+
+    env: dict[str, str]
+    seeds: Path
+
+    @property
+    def config(self) -> Path:
+        return Path(self.env.get("LARDER_CONFIG") or REPO_ROOT / "orchestration" / "larder.yaml")
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["LARDER_HOME"]) if "LARDER_HOME" in self.env else larder_home()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="seed changes to time (2 or more); the last restores the name")
@@ -65,30 +89,56 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be 2 or more: the last round renames Jane back, which needs a change before it")
-
-    started_here = not _dagster_up()
-    if started_here:
-        print("freshness: starting the demo (larder up --detach)", flush=True)
-        subprocess.run([_larder(), "up", "--detach"], check=True, cwd=REPO_ROOT)
-    _wait_for_code_location(args.timeout)
-    original = SEEDS.read_bytes()
-    try:
-        rounds = _measure(original, args.rounds, args.timeout)
-    finally:
-        SEEDS.write_bytes(original)
-        if started_here:
-            subprocess.run([_larder(), "down"], check=False, cwd=REPO_ROOT)
+    with _running_demo() as demo:
+        _wait_for_code_location(args.timeout)
+        original = demo.seeds.read_bytes()
+        try:
+            rounds = _measure(demo, original, args.rounds, args.timeout)
+        finally:
+            demo.seeds.write_bytes(original)
     _report(rounds)
     return 0
 
 
-def _measure(original: bytes, count: int, timeout: float) -> list[Round]:
-    api = _api()
+@contextmanager
+def _running_demo() -> Iterator[Demo]:
+    if _dagster_up():
+        yield Demo({}, REPO_ROOT / "dbt_project" / SEED)
+        return
+    with tempfile.TemporaryDirectory(prefix="larder-freshness-") as folder:
+        demo = _copy_of_demo(Path(folder))
+        env = {**os.environ, **demo.env}
+        env.pop("DAGSTER_HOME", None)  # `larder up` puts it under the copy's runtime folder
+        env.pop("LARDER_WAREHOUSE_PATH", None)
+        print(f"freshness: starting a copy of the demo in {folder} (larder up --detach)", flush=True)
+        try:
+            subprocess.run([_larder(), "up", "--detach"], check=True, cwd=REPO_ROOT, env=env)
+            yield demo
+        finally:
+            subprocess.run([_larder(), "down"], check=False, cwd=REPO_ROOT, env=env)
+
+
+def _copy_of_demo(folder: Path) -> Demo:
+    """The demo's larder.yaml, sync files and dbt project (parsed) copied under `folder`."""
+    dbt = folder / "dbt_project"
+    shutil.copytree(REPO_ROOT / "dbt_project", dbt, ignore=shutil.ignore_patterns("target", "logs"))
+    shutil.copytree(REPO_ROOT / "orchestration" / "syncs", folder / "orchestration" / "syncs")
+    shutil.copy(REPO_ROOT / "orchestration" / "larder.yaml", folder / "orchestration" / "larder.yaml")
+    subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), "parse", "--quiet", "--profiles-dir", ".", "--project-dir", "."],
+        check=True, cwd=dbt, env={**os.environ, "LARDER_WAREHOUSE_PATH": str(folder / "home" / "warehouse.duckdb")},
+    )
+    env = {"LARDER_CONFIG": str(folder / "orchestration" / "larder.yaml"), "LARDER_HOME": str(folder / "home")}
+    return Demo(env, dbt / SEED)
+
+
+def _measure(demo: Demo, original: bytes, count: int, timeout: float) -> list[Round]:
+    api = _api(demo)
     original_name = _full_name(original)
     rounds = []
     for number in range(1, count + 1):
         name = original_name if number == count else f"Jane Fresh{number} Doe"
-        SEEDS.write_bytes(_renamed(original, name))
+        demo.seeds.write_bytes(_renamed(original, name))
         rounds.append(_one_round(api, name, timeout))
         print(f"freshness: round {number}: {rounds[-1].total_seconds:.1f} s to serve {name!r}", flush=True)
     return rounds
@@ -134,11 +184,11 @@ def _graphql(query: str, variables: dict) -> dict:
     return answer["data"]
 
 
-def _api() -> tuple[str, dict[str, str]]:
+def _api(demo: Demo) -> tuple[str, dict[str, str]]:
     """The first region's lookup URL for user 12345, with the demo key `larder up` wrote."""
-    project = load_project()
+    project = load_project(demo.config)
     region = project.regions[project.enabled_regions[0]]
-    secret = (larder_home() / "demo-api-key").read_text().strip()
+    secret = (demo.home / "demo-api-key").read_text().strip()
     url = f"http://{region.host}:{region.port}/v1/collections/customers/records/user_id/{USER_ID}"
     return url, {"Authorization": f"Bearer {secret}"}
 
@@ -155,14 +205,14 @@ def _renamed(seed: bytes, name: str) -> bytes:
             csv.writer(out, lineterminator=ending).writerow(row)
             lines[i] = out.getvalue()
             return "".join(lines).encode()
-    raise SystemExit(f"freshness: user {USER_ID} is not in {SEEDS}")
+    raise SystemExit(f"freshness: user {USER_ID} is not in the users seed")
 
 
 def _full_name(seed: bytes) -> str:
     for row in csv.DictReader(io.StringIO(seed.decode())):
         if row["user_id"] == USER_ID:
             return row["full_name"]
-    raise SystemExit(f"freshness: user {USER_ID} is not in {SEEDS}")
+    raise SystemExit(f"freshness: user {USER_ID} is not in the users seed")
 
 
 def _wait_for_code_location(timeout: float) -> None:

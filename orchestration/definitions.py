@@ -17,6 +17,11 @@ from orchestration.sensors import build_cache_loss_sensors
 from orchestration.triggers import automation_conditions, build_automation_sensor, build_schedules
 
 
+# Every step of a run shares the run's process: a sync's steps are short, and a process per step
+# (Dagster's default) would spend longer importing the code location than working.
+EXECUTOR = dg.in_process_executor
+
+
 def build_definitions(project: Project) -> dg.Definitions:
     dbt = dbt_project_of(project)
     automation = automation_conditions(project)
@@ -30,6 +35,7 @@ def build_definitions(project: Project) -> dg.Definitions:
         jobs=[*build_dbt_jobs(project), *build_sync_jobs(project), *build_rehydrate_jobs(project)],
         schedules=build_schedules(project),
         sensors=[build_automation_sensor(), *build_cache_loss_sensors(project)],
+        executor=EXECUTOR,
         resources={
             "larder": LarderResource(config_path=str(project.path)),
             **({"dbt_cli": dbt_resource(dbt)} if dbt else {}),
