@@ -1,0 +1,230 @@
+"""The real processes a benchmark runs against: memcached, gunicorn servers, the `larder` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GUNICORN_CONF = REPO_ROOT / "serving" / "gunicorn.conf.py"
+REGION = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class ProcessRun:
+    """How one measured subprocess went: exit code, wall seconds, peak RSS, its output."""
+
+    returncode: int
+    wall_seconds: float
+    max_rss_mb: float
+    stdout: str
+    stderr: str
+
+    def check(self, what: str) -> "ProcessRun":
+        if self.returncode != 0:
+            raise RuntimeError(f"{what} exited with {self.returncode}:\n{self.stderr[-2000:]}{self.stdout[-2000:]}")
+        return self
+
+
+def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: float) -> ProcessRun:
+    """Run a command to completion and read its own peak RSS from wait4 (not the whole family's)."""
+    out_path, err_path = cwd / ".run.stdout", cwd / ".run.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.monotonic()
+        process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=out, stderr=err)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.01)
+        wall = time.monotonic() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it was reaped
+    return ProcessRun(
+        returncode=process.returncode,
+        wall_seconds=wall,
+        max_rss_mb=usage.ru_maxrss / 1024,  # Linux reports kilobytes
+        stdout=out_path.read_text(errors="replace"),
+        stderr=err_path.read_text(errors="replace"),
+    )
+
+
+class Memcached:
+    """A memcached process on a free port, stopped (by its pid) when the block ends."""
+
+    def __init__(self, memory_mb: int):
+        binary = shutil.which("memcached")
+        if binary is None:
+            raise RuntimeError("memcached is not installed (`make bench` installs it: `make memcached`)")
+        self.port = free_port()
+        self.command = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-m", str(memory_mb), "-U", "0", "-t", "2"]
+        if os.geteuid() == 0:
+            self.command += ["-u", "root"]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Memcached":
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self.process is not None:
+            self.process.kill()  # its data is disposable; SIGTERM only makes it slower to go
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class BenchProject:
+    """A temporary Larder project: DuckDB warehouse, SQLite state, one region on one memcached."""
+
+    def __init__(self, root: Path, memcached_server: str):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.warehouse_path = root / "warehouse.duckdb"
+        self.config_path = root / "larder.yaml"
+        self.memcached_server = memcached_server
+
+    def write(self, syncs: list[dict[str, Any]], *, chunk_size: int | None = None) -> None:
+        config: dict[str, Any] = {
+            "warehouse": {"url": f"duckdb:///{self.warehouse_path}"},
+            "state": {"url": f"sqlite:///{self.root / 'state.db'}"},
+            "regions": {REGION: {"servers": [self.memcached_server]}},
+            "syncs": ["syncs/*.yaml"],
+        }
+        if chunk_size:
+            config["defaults"] = {"chunk_size": chunk_size}
+        (self.root / "syncs").mkdir(exist_ok=True)
+        for sync in syncs:
+            (self.root / "syncs" / f"{sync['name']}.yaml").write_text(yaml.safe_dump(sync, sort_keys=False))
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(LARDER_CONFIG=str(self.config_path), LARDER_HOME=str(self.root), LARDER_LOG_LEVEL="warning")
+        env.update(extra)
+        return env
+
+    def larder_command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "orchestration.cli", *args]
+
+    def larder(self, *args: str, timeout: float = 600) -> ProcessRun:
+        """Run the `larder` command on this project, measured."""
+        return run_measured(self.larder_command(*args), env=self.env(), cwd=self.root, timeout=timeout)
+
+    def create_api_key(self) -> str:
+        run = self.larder("keys", "create", "--name", f"bench-{time.monotonic_ns()}", "--quiet", timeout=60)
+        return run.check("larder keys create").stdout.strip()
+
+
+class HttpServer:
+    """A gunicorn server started as its own process group; stopped by its master's pid."""
+
+    def __init__(self, name: str, command: list[str], *, env: dict[str, str], port: int, log_path: Path):
+        self.name = name
+        self.command = command
+        self.env = env
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "HttpServer":
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command, env=self.env, cwd=REPO_ROOT, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_for_an_answer(timeout=60)
+        except TimeoutError:
+            self.__exit__()
+            raise RuntimeError(f"{self.name} did not start; see {self.log_path}") from None
+        return self
+
+    def _wait_for_an_answer(self, timeout: float) -> None:
+        """Until a worker has loaded the app and answers (any status: the bare app has no /healthz)."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TimeoutError(f"{self.name} exited with {self.process.returncode}")
+            try:
+                requests.get(f"{self.base_url}/healthz", timeout=5)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not answer within {timeout}s")
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the master's children."""
+        assert self.process is not None
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        return pids
+
+    def __exit__(self, *_exc) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # gunicorn's graceful stop takes its workers along
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group this server was started in
+            self.process.wait(timeout=10)
+        self.process = None
+        self._log.close()
+
+
+def http_parser() -> str:
+    """The parser both servers use: gunicorn's C parser (gunicorn[fast]) when installed."""
+    try:
+        import gunicorn_h1c  # noqa: F401
+    except ImportError:
+        return "python"
+    return "fast"
+
+
+def gunicorn_settings() -> dict[str, Any]:
+    """What serving/gunicorn.conf.py sets (worker class, keep-alive...), for the report."""
+    import runpy
+
+    conf = runpy.run_path(str(GUNICORN_CONF))
+    return {name: conf[name] for name in ("worker_class", "keepalive", "timeout") if name in conf}

@@ -1,0 +1,77 @@
+"""Smoke test of the benchmark harness: its tiny variants run end to end and report every figure.
+
+Speed is never asserted here (the figures are whatever this machine gives); what is checked is
+that each benchmark runs against the real processes and reports complete, well-formed results.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import bare_app, freshness_runner, loadgen, profiles, report, serving, sync  # noqa: F401  (they import)
+
+TINY_SERVING = replace(serving.QUICK, records=500, rounds=1, connections=(8,), extra_rounds=1, seconds=1)
+TINY_SYNC = replace(sync.QUICK, rows=400)
+
+
+def test_serving_benchmark_compares_larder_with_the_bare_app_on_every_scenario():
+    result = serving.run_serving(TINY_SERVING, workers=2, log=lambda _line: None)
+
+    names = [s["name"] for s in result["scenarios"]]
+    assert names[0] == "lookup by user_id" and "lookup by email (secondary index)" in names
+    assert any(name.startswith("batch of 10") for name in names) or "batch" in result["skipped"]
+    for scenario in result["scenarios"]:
+        for app in ("larder", "bare"):
+            assert scenario[app]["requests_per_second"] > 0
+            assert scenario[app]["non_2xx"] == 0 and scenario[app]["errors"] == 0
+            assert scenario[app]["p50_ms"] <= scenario[app]["p90_ms"] <= scenario[app]["p99_ms"]
+        assert scenario["ratio_rps"] > 0
+
+
+@pytest.fixture(scope="module")
+def sync_result():
+    return sync.run_sync_bench(TINY_SYNC, log=lambda _line: None)
+
+
+def test_sync_benchmark_reports_each_step_of_both_variants_with_peak_rss(sync_result):
+    result = sync_result
+
+    steps = [(r["variant"], r["step"]) for r in result["runs"]]
+    assert steps == [(v, s) for v in ("plain", "liquid") for s in ("full", "no change", "1% changed")]
+    written = {(r["variant"], r["step"]): r["counts"]["written"] for r in result["runs"]}
+    assert written[("plain", "full")] == 400 and written[("plain", "no change")] == 0
+    assert written[("liquid", "1% changed")] == 4  # ids 0, 100, 200, 300
+    assert all(r["peak_rss_mb"] > 10 for r in result["runs"])
+    assert result["rss_flatness"]["rows_small"] == 100
+    assert "plain full" in result["extrapolated_to_1m"]  # labelled: measured below 1M rows
+
+
+def test_results_are_written_as_json_and_png_with_every_target(tmp_path, sync_result):
+    results = {"machine": report.machine(), "sync": sync_result}
+    results["targets"] = report.targets(results)
+
+    latest = report.write_results(results, tmp_path)
+
+    assert json.loads(latest.read_text())["targets"] == results["targets"]
+    assert (tmp_path / "latest.png").stat().st_size > 0
+    assert {t["target"] for t in results["targets"]} >= {"sync 1M plain full", "sync peak RSS"}
+
+
+def test_profile_summary_ranks_functions_by_own_and_total_samples(tmp_path):
+    folded = tmp_path / "p.folded"
+    folded.write_text("main (app.py:1);map_row (mapping.py:70) 30\nmain (app.py:1);write (apply.py:9) 10\n")
+
+    text = profiles._summarize(folded, tmp_path / "p.txt", "test").read_text()
+
+    own = text.split("by own time")[1].split("by total time")[0]
+    assert own.index("map_row (mapping.py)") < own.index("write (apply.py)")
+    assert "100.0%       40  main (app.py)" in text.split("by total time")[1]
+
+
+def test_command_line_accepts_its_options():
+    args = bench_main._parser().parse_args(["--only", "sync", "--quick", "--sync-rows", "1000"])
+    assert args.only == ["sync"] and args.quick and args.sync_rows == 1000
