@@ -40,6 +40,9 @@ OPTION = re.compile(r":(\w+)")
 class PreviewError(LiquidError):
     """A Connected Content call could not be made (bad tag, unreachable API)."""
 
+    def __init__(self, message: str):
+        super().__init__(message, token=None)
+
 
 @dataclass(frozen=True)
 class ConnectedContentCall:
@@ -106,7 +109,7 @@ class ConnectedContentTag(Tag):
 
     def parse(self, stream) -> Node:
         token = stream.eat(TOKEN_TAG)
-        expression = stream.eat(TOKEN_EXPRESSION)
+        expression = stream.expect(TOKEN_EXPRESSION)  # left current: the parser steps past it
         return ConnectedContentNode(token, self.env.from_string(expression.value))
 
 

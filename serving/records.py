@@ -180,6 +180,8 @@ class BatchResource:
             raise errors.invalid_values("name at least one value: ?values=a&values=b")
         if len(values) > MAX_BATCH_VALUES:
             raise errors.invalid_values(f"{len(values)} values given; a batch takes at most {MAX_BATCH_VALUES}")
+        if "" in values:
+            raise errors.invalid_values("an index value cannot be empty")
         values = list(dict.fromkeys(values))  # a value asked twice is answered once
         keys = {value: record_key(collection, index_key, value) for value in values}
         found, source = self._source.get_many(collection, list(keys.values()))
