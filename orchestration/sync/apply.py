@@ -63,7 +63,7 @@ def apply_changes(
     keys_by_pk = {r.pk: layout.keys_of(r) for r in records}
     new_keys = {key for keys in keys_by_pk.values() for key, _ in keys}
     with state.begin() as conn:
-        old_keys = state.sync_index_keys_of(conn, spec.name, collection, pks)
+        old_keys = state.sync_index_keys_of(conn, spec.name, collection, [r.pk for r in records if not r.is_new])
         stale = sorted({key for keys in old_keys.values() for key in keys} - new_keys)
         state.delete_index_keys(conn, stale)
         state.upsert_fields(

@@ -66,10 +66,10 @@ class SyncPlan:
         self._spill.seek(0)
         chunk: list[MappedRecord] = []
         for line in self._spill:
-            pk, body, row_hash, index_values = orjson.loads(line)
+            pk, body, row_hash, index_values, is_new = orjson.loads(line)
             if pk in self.rejected_pks:
                 continue
-            chunk.append(MappedRecord(pk, body.encode(), row_hash, tuple(tuple(p) for p in index_values)))
+            chunk.append(MappedRecord(pk, body.encode(), row_hash, tuple(tuple(p) for p in index_values), is_new))
             if len(chunk) >= chunk_size:
                 yield chunk
                 chunk = []
@@ -81,10 +81,12 @@ class SyncPlan:
             self._spill.close()
             self._spill = None
 
-    def _keep(self, record: MappedRecord) -> None:
+    def _keep(self, record: MappedRecord, is_new: bool) -> None:
         if self._spill is None:
             self._spill = tempfile.SpooledTemporaryFile(max_size=SPILL_IN_MEMORY_BYTES, mode="w+b")
-        self._spill.write(orjson.dumps([record.pk, record.body.decode(), record.row_hash, record.index_values]))
+        self._spill.write(
+            orjson.dumps([record.pk, record.body.decode(), record.row_hash, record.index_values, is_new])
+        )
         self._spill.write(b"\n")
         self._spilled += 1
 
@@ -170,7 +172,7 @@ def plan_sync(
                 continue
             setattr(plan, seen.category, getattr(plan, seen.category) + 1)
             if seen is not _UNCHANGED:
-                plan._keep(record)
+                plan._keep(record, is_new=seen is _ADDED)
         if progress is not None:
             progress(plan.counts)
 

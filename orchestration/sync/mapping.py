@@ -29,6 +29,7 @@ class MappedRecord:
     body: bytes  # the sync's fields as JSON, exactly as they will be served
     row_hash: int  # signed 64-bit hash of body: what the snapshot compares
     index_values: tuple[tuple[str, str], ...]  # (index name, value text), primary first
+    is_new: bool = False  # not in the sync's snapshot: it has no index keys of this sync to replace
 
 
 def json_default(value: Any) -> Any:

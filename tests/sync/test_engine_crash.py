@@ -20,8 +20,8 @@ import pytest
 from orchestration.store.state import StateStore
 from tests.sync.conftest import sync_config
 
-N = 3_000
-CHUNK = 250
+N = 1_200
+CHUNK = 100
 COLUMNS = "id integer, name varchar, email varchar"
 SYNC = sync_config(
     indices=["email"], delete="delete",
@@ -40,7 +40,7 @@ def new_row(pk: int) -> tuple | None:
 
 
 OLD = {pk: old_row(pk) for pk in range(N)}
-NEW = {pk: row for pk in range(N + 300) if (row := new_row(pk)) is not None}
+NEW = {pk: row for pk in range(N + 120) if (row := new_row(pk)) is not None}
 
 
 def record(row: tuple) -> dict:
