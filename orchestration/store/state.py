@@ -354,11 +354,14 @@ class StateStore:
     def sync_index_keys_of(self, conn: Connection, sync_name: str, collection: str, pks: Sequence[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = defaultdict(set)
         for batch in _batches(pks, 500):
-            query = sa.select(INDICES.c.pk, INDICES.c.cache_key).where(
-                INDICES.c.collection == collection, INDICES.c.sync_name == sync_name, INDICES.c.pk.in_(batch)
+            # sync_name is filtered here, not in SQL: with it in the WHERE clause SQLite picks the
+            # sync_name index and scans every key of the sync for each batch.
+            query = sa.select(INDICES.c.pk, INDICES.c.cache_key, INDICES.c.sync_name).where(
+                INDICES.c.collection == collection, INDICES.c.pk.in_(batch)
             )
             for row in conn.execute(query):
-                found[row.pk].add(row.cache_key)
+                if row.sync_name == sync_name:
+                    found[row.pk].add(row.cache_key)
         return found
 
     def pks_of_keys(self, conn: Connection, collection: str, cache_keys: Sequence[str]) -> set[str]:
