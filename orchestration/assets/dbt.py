@@ -1,7 +1,9 @@
 """The dbt project as Dagster assets, keyed `dbt/<model>`."""
 
+# No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -49,7 +51,7 @@ def dbt_resource(dbt: DbtProject) -> DbtCliResource:
 
 
 def _dbt_executable() -> str:
-    beside_python = Path(os.sys.executable).with_name("dbt")
+    beside_python = Path(sys.executable).with_name("dbt")
     return str(beside_python) if beside_python.exists() else "dbt"
 
 
