@@ -1,7 +1,7 @@
 """A real serving stack: DuckDB customers table → run_sync → memcached → gunicorn (`larder serve`).
 
-`stack` is shared by the read-only tests of a module (starting gunicorn takes about a second);
-tests that change data, keys or memcached use `fresh_stack`.
+`stack` is shared by the tests that leave it as they found it (a stack takes seconds to start);
+tests that change data for good, revoke keys or stop memcached use `fresh_stack`.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ class Stack:
         self.eu.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     running = Stack(tmp_path_factory.mktemp("stack")).start()
     yield running
