@@ -50,7 +50,7 @@ def py_spy() -> str:
 
 def profile_sync(out: Path, *, quick: bool) -> list[Path]:
     """Full syncs (without and with a Liquid field) of a generated model under py-spy."""
-    rows = 3_000 if quick else 100_000
+    rows = 3_000 if quick else 30_000
     written = []
     for variant, liquid in (("plain", False), ("liquid", True)):
         name = f"profile_{variant}"

@@ -18,6 +18,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = REPO_ROOT / "serving" / "gunicorn.conf.py"
 REGION = "bench"
+TIME = "/usr/bin/time"
 
 
 def free_port() -> int:
@@ -54,8 +55,16 @@ class ProcessRun:
 
 
 def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: float) -> ProcessRun:
-    """Run a command to completion and read its own peak RSS from wait4 (not the whole family's)."""
-    out_path, err_path = cwd / ".run.stdout", cwd / ".run.stderr"
+    """Run a command to completion and read its own peak RSS.
+
+    Through /usr/bin/time when installed: a child forked straight from this process would report
+    this process's peak too (Linux carries a forked memory's high-water mark across exec), and
+    the benchmark's own process holds DuckDB data. Without it, wait4's figure is an upper bound.
+    """
+    out_path, err_path, rss_path = cwd / ".run.stdout", cwd / ".run.stderr", cwd / ".run.maxrss"
+    rss_path.unlink(missing_ok=True)
+    if Path(TIME).exists():
+        command = [TIME, "--format", "%M", "--output", str(rss_path), *command]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
         process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=out, stderr=err)
@@ -71,10 +80,12 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
             time.sleep(0.01)
         wall = time.monotonic() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it was reaped
+    reported = rss_path.read_text().split() if rss_path.exists() else []
+    max_rss_kb = int(reported[-1]) if reported and reported[-1].isdigit() else usage.ru_maxrss  # kilobytes
     return ProcessRun(
         returncode=process.returncode,
         wall_seconds=wall,
-        max_rss_mb=usage.ru_maxrss / 1024,  # Linux reports kilobytes
+        max_rss_mb=max_rss_kb / 1024,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
     )

@@ -28,7 +28,9 @@ class SyncSizes:
     record_bytes: int
 
 
-FULL = SyncSizes(rows=TARGET_ROWS, record_bytes=400)
+# 1M rows does not fit `make bench`'s 10-minute bound yet (see README, Performance): the default size
+# is measured and extrapolated to 1M, labelled so; `--sync-rows 1000000` measures the real thing.
+FULL = SyncSizes(rows=100_000, record_bytes=400)
 QUICK = SyncSizes(rows=5_000, record_bytes=400)
 
 VARIANTS = {"plain": False, "liquid": True}  # variant name → has one Liquid field
