@@ -329,6 +329,23 @@ class StateStore:
         with self.engine.connect() as conn:
             return {pk: row_hash for pk, row_hash in conn.execute(query)}
 
+    def iter_snapshot(self, sync_name: str, batch: int = 100_000) -> Iterator[list[tuple[str, int]]]:
+        """(pk, row hash) of everything the sync has written, streamed in batches."""
+        query = sa.select(FIELDS.c.pk, FIELDS.c.row_hash).where(FIELDS.c.sync_name == sync_name)
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # Plain tuples from the driver (sqlite3 steps lazily): neither column needs
+                # SQLAlchemy's result processing, which would cost more than reading.
+                cursor = conn.connection.driver_connection.execute(
+                    "select pk, row_hash from record_fields where sync_name = ?", (sync_name,)
+                )
+                while rows := cursor.fetchmany(batch):
+                    yield rows
+                return
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for part in result.partitions(batch):
+                yield [tuple(row) for row in part]
+
     def fields_of(self, conn: Connection, collection: str, pks: Sequence[str]) -> dict[str, list[FieldsRow]]:
         """Every sync's fields of the given records."""
         found: dict[str, list[FieldsRow]] = defaultdict(list)

@@ -1,4 +1,4 @@
-"""Plan a sync: map every row, reject what cannot be served, compare with the snapshot.
+"""Plan a sync: map the rows, reject what cannot be served, compare with the snapshot.
 
 Nothing is written here. Changed records are spilled to a temporary file so memory stays flat
 however large the model is; the plan keeps only per-key bookkeeping.
@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 import orjson
 
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
+from orchestration.sync.warehouse import ModelDelta
 
 SPILL_IN_MEMORY_BYTES = 64 * 1024 * 1024
 
@@ -81,11 +82,11 @@ class SyncPlan:
             self._spill.close()
             self._spill = None
 
-    def _keep(self, record: MappedRecord, is_new: bool) -> None:
+    def _keep(self, record: MappedRecord, is_new: bool, row_hash: int) -> None:
         if self._spill is None:
             self._spill = tempfile.SpooledTemporaryFile(max_size=SPILL_IN_MEMORY_BYTES, mode="w+b")
         self._spill.write(
-            orjson.dumps([record.pk, record.body.decode(), record.row_hash, record.index_values, is_new])
+            orjson.dumps([record.pk, record.body.decode(), row_hash, record.index_values, is_new])
         )
         self._spill.write(b"\n")
         self._spilled += 1
@@ -113,71 +114,136 @@ def plan_sync(
     max_samples: int = 20,
     progress: Callable[[dict[str, int]], None] | None = None,
 ) -> SyncPlan:
-    """Scan the model once. `snapshot` (pk → hash) is consumed: what is left of it was removed.
+    """Scan the model once, mapping every row. `snapshot` (pk → hash) is consumed: what is left
+    of it was removed.
 
     Rows with a null primary index, a duplicate primary or extra index value, an oversized
     record or a failing template are rejected with their reason; for a duplicate, every row
     sharing the value is rejected, and the record keeps what it had before.
     """
-    plan = SyncPlan()
-    index_owner: dict[str, dict[str, str]] = {name: {} for name in mapper.spec.indices}
+    scan = _Scan(mapper, snapshot, full_resync=full_resync, max_samples=max_samples)
+    for chunk in chunks:
+        for row in chunk:
+            record = scan.map(row)
+            if record is not None:
+                scan.admit(record, row, snapshot.get(record.pk), record.row_hash, tracked=True)
+        if progress is not None:
+            progress(scan.plan.counts)
+    scan.plan.removed_pks = [pk for pk, value in snapshot.items() if not isinstance(value, _Seen)]
+    return scan.plan
 
-    def reject(reason: str, pk: str | None, row: dict[str, Any] | None) -> None:
+
+def plan_delta(
+    delta: ModelDelta,
+    mapper: RecordMapper,
+    *,
+    full_resync: bool = False,
+    max_samples: int = 20,
+    progress: Callable[[dict[str, int]], None] | None = None,
+) -> SyncPlan:
+    """The plan `plan_sync` would make, from the rows the warehouse found different (ModelDelta).
+
+    Rows not in the delta are unchanged and share no index value with any other row: they are
+    counted, not mapped. Rows that share a value are tracked exactly as `plan_sync` tracks every
+    row, so duplicates are rejected the same way; the snapshot stores fingerprints, not body hashes.
+    """
+    scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples)
+    matched = 0  # snapshot pks met in the delta (removed included)
+    shared_matched: set[str] = set()
+    for chunk in delta:
+        for row, pk, fingerprint, previous, shared in chunk:
+            if row is None:
+                scan.plan.removed_pks.append(pk)
+                matched += 1
+                continue
+            if previous is not None:
+                if shared:
+                    shared_matched.add(pk)
+                else:
+                    matched += 1
+            record = scan.map(row)
+            if record is not None:
+                scan.admit(record, row, previous, fingerprint, tracked=shared)
+        if progress is not None:
+            progress(scan.plan.counts)
+    unseen = delta.snapshot_size - matched - len(shared_matched)
+    if unseen:
+        scan.plan.rows_read += unseen
+        scan.plan.unchanged += unseen
+        if progress is not None:
+            progress(scan.plan.counts)
+    return scan.plan
+
+
+class _Scan:
+    """One scan's bookkeeping. `seen` maps tracked pks to how they were counted (_Seen); in
+    plan_sync it is the snapshot itself, so its other values are the previous hashes."""
+
+    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int):
+        self.plan = SyncPlan()
+        self.mapper = mapper
+        self.seen = seen
+        self.full_resync = full_resync
+        self.max_samples = max_samples
+        self.index_owner: dict[str, dict[str, str]] = {name: {} for name in mapper.spec.indices}
+
+    def map(self, row: dict[str, Any]) -> MappedRecord | None:
+        """The row's record, or None when it is rejected (counted and sampled here)."""
+        self.plan.rows_read += 1
+        try:
+            return self.mapper.map_row(row)
+        except RowRejected as error:
+            self.reject(str(error), error.pk, row)
+            if error.pk is not None and not isinstance(self.seen.get(error.pk), _Seen):
+                # The record keeps what it had: it is neither rewritten nor removed.
+                self.seen[error.pk] = _REJECTED
+                self.plan.rejected_pks.add(error.pk)
+            return None
+
+    def admit(self, record: MappedRecord, row: dict[str, Any], previous: Any, row_hash: int, *, tracked: bool) -> None:
+        """Count a mapped record and keep it if it must be written. An untracked record is known
+        to share no index value with any other row of the model."""
+        plan, pk = self.plan, record.pk
+        if tracked and isinstance(self.seen.get(pk), _Seen):
+            self.reject(f"duplicate primary index value {pk!r}", pk, row)
+            self.reject_first_sighting(pk, f"duplicate primary index value {pk!r}")
+            return
+        conflict = _claim_indices(self.index_owner, record) if tracked else None
+        if previous is None:
+            seen = _ADDED
+        elif self.full_resync or previous != row_hash:
+            seen = _CHANGED
+        else:
+            seen = _UNCHANGED
+        if tracked:
+            self.seen[pk] = seen
+        if conflict is not None:
+            name, value, other = conflict
+            plan.rejected_pks.add(pk)
+            self.reject(f"duplicate {name} value {value!r} (also on {other!r})", pk, row)
+            self.reject_first_sighting(other, f"duplicate {name} value {value!r} (also on {pk!r})")
+            return
+        setattr(plan, seen.category, getattr(plan, seen.category) + 1)
+        if seen is not _UNCHANGED:
+            plan._keep(record, seen is _ADDED, row_hash)
+
+    def reject(self, reason: str, pk: str | None, row: dict[str, Any] | None) -> None:
+        plan = self.plan
         plan.rejected += 1
         plan.rejection_reasons[reason.split(" ")[0]] += 1
-        if len(plan.rejection_samples) < max_samples:
+        if len(plan.rejection_samples) < self.max_samples:
             plan.rejection_samples.append(Rejection(reason, pk, row or {}).sample())
 
-    def reject_first_sighting(pk: str, reason: str) -> None:
+    def reject_first_sighting(self, pk: str, reason: str) -> None:
+        plan = self.plan
         if pk in plan.rejected_pks:
             return
         plan.rejected_pks.add(pk)
-        seen = snapshot[pk]
+        seen = self.seen[pk]
         if seen is _REJECTED:
             return
         setattr(plan, seen.category, getattr(plan, seen.category) - 1)
-        reject(reason, pk, None)
-
-    for chunk in chunks:
-        for row in chunk:
-            plan.rows_read += 1
-            try:
-                record = mapper.map_row(row)
-            except RowRejected as error:
-                reject(str(error), error.pk, row)
-                if error.pk is not None and not isinstance(snapshot.get(error.pk), _Seen):
-                    # The record keeps what it had: it is neither rewritten nor removed.
-                    snapshot[error.pk] = _REJECTED
-                    plan.rejected_pks.add(error.pk)
-                continue
-            pk = record.pk
-            previous = snapshot.get(pk)
-            if isinstance(previous, _Seen):
-                reject(f"duplicate primary index value {pk!r}", pk, row)
-                reject_first_sighting(pk, f"duplicate primary index value {pk!r}")
-                continue
-            conflict = _claim_indices(index_owner, record)
-            if previous is None:
-                seen = _ADDED
-            elif full_resync or previous != record.row_hash:
-                seen = _CHANGED
-            else:
-                seen = _UNCHANGED
-            snapshot[pk] = seen
-            if conflict is not None:
-                name, value, other = conflict
-                plan.rejected_pks.add(pk)
-                reject(f"duplicate {name} value {value!r} (also on {other!r})", pk, row)
-                reject_first_sighting(other, f"duplicate {name} value {value!r} (also on {pk!r})")
-                continue
-            setattr(plan, seen.category, getattr(plan, seen.category) + 1)
-            if seen is not _UNCHANGED:
-                plan._keep(record, is_new=seen is _ADDED)
-        if progress is not None:
-            progress(plan.counts)
-
-    plan.removed_pks = [pk for pk, value in snapshot.items() if not isinstance(value, _Seen)]
-    return plan
+        self.reject(reason, pk, None)
 
 
 def _claim_indices(owner: dict[str, dict[str, str]], record: MappedRecord) -> tuple[str, str, str] | None:

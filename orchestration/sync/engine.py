@@ -16,7 +16,7 @@ from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, replay_journal
-from orchestration.sync.diff import plan_sync
+from orchestration.sync.diff import SyncPlan, plan_delta, plan_sync
 from orchestration.sync.mapping import RecordMapper
 from orchestration.sync.warehouse import Warehouse
 
@@ -122,14 +122,7 @@ def run_sync(
             if progress:
                 progress("scan", counts)
 
-        plan = plan_sync(
-            services.warehouse.iter_chunks(sql, project.spec.defaults.chunk_size),
-            mapper,
-            state.snapshot(sync_name),
-            full_resync=full_resync,
-            max_samples=spec.rejections.samples,
-            progress=on_scan,
-        )
+        plan = _plan(services, sql, mapper, full_resync=full_resync, progress=on_scan)
         counts.update(plan.counts)
         if plan.rejected_share > spec.rejections.max_share:
             raise SyncFailed(
@@ -160,6 +153,25 @@ def run_sync(
             plan.close()
     state.finish_run(run_id, status="succeeded", counts=counts, rejection_samples=plan.rejection_samples)
     return report("succeeded")
+
+
+def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress) -> SyncPlan:
+    """Diff the model against the snapshot: inside DuckDB when it can compute every index value
+    (only rows that changed are then mapped), else by mapping every row in Python."""
+    spec, warehouse = mapper.spec, services.warehouse
+    chunk_size = services.project.spec.defaults.chunk_size
+    options = {"full_resync": full_resync, "max_samples": spec.rejections.samples, "progress": progress}
+    if warehouse.is_duckdb:
+        column_types = warehouse.column_types(sql)
+        index_columns = mapper.sql_index_columns(column_types)
+        if index_columns is not None:
+            delta = warehouse.iter_delta(
+                sql, index_columns=index_columns, source_columns=mapper.source_columns(list(column_types)),
+                snapshot=services.state.iter_snapshot(spec.name), salt=mapper.fingerprint_salt,
+                rewrite_all=full_resync, chunk_size=chunk_size,
+            )
+            return plan_delta(delta, mapper, **options)
+    return plan_sync(warehouse.iter_chunks(sql, chunk_size), mapper, services.state.snapshot(spec.name), **options)
 
 
 def rehydrate_region(services: Services, region: str, *, progress: Progress | None = None) -> dict[str, int]:

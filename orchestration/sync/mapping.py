@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 
@@ -49,6 +49,19 @@ def encode_fields(fields: dict[str, Any]) -> bytes:
     return orjson.dumps(fields, default=json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+# Column types whose text form in SQL (`CAST(c AS VARCHAR)`, '' as null) is exactly `index_text` of
+# the mapped value, for the field types listed: the warehouse can then compare keys without Python.
+SQL_INTEGER_TYPES = frozenset({
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+})
+_KEY_TEXT_IN_SQL = {
+    "VARCHAR": frozenset({FieldType.auto, FieldType.string}),
+    **{name: frozenset({FieldType.auto, FieldType.string, FieldType.integer, FieldType.number}) for name in SQL_INTEGER_TYPES},
+}
+# Bumped when mapping changes in a way the spec does not show, so every record is rewritten once.
+MAPPING_VERSION = "1"
+
+
 def hash_body(body: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big", signed=True)
 
@@ -68,6 +81,26 @@ class RecordMapper:
         self._index_fields = tuple((name, _index_getter(spec, name)) for name in spec.index_names)
         primary = next(f for f in spec.fields if f.target == spec.primary_index)
         self._pk_column = primary.column
+        self.fingerprint_salt = hashlib.blake2b(
+            orjson.dumps([MAPPING_VERSION, spec.model_dump(mode="json"), max_record_bytes]), digest_size=16
+        ).hexdigest()
+
+    def source_columns(self, columns: Sequence[str]) -> list[str]:
+        """The model columns a record depends on: a change anywhere else is not a change."""
+        used = {f.column for f in self.spec.fields if f.column is not None} | set(self._liquid_columns)
+        return [c for c in columns if c in used]
+
+    def sql_index_columns(self, column_types: Mapping[str, str]) -> list[str] | None:
+        """The column of each index (primary first) if SQL can compute every index value exactly
+        (see _KEY_TEXT_IN_SQL), else None."""
+        by_target = {f.target: f for f in self.spec.fields}
+        columns = []
+        for name in self.spec.index_names:
+            field = by_target[name]
+            if field.column is None or field.type not in _KEY_TEXT_IN_SQL.get(column_types.get(field.column, ""), ()):
+                return None
+            columns.append(field.column)
+        return columns
 
     def map_row(self, row: dict[str, Any]) -> MappedRecord:
         """The record of one row; raises RowRejected (with the pk when known) if it cannot be served."""
