@@ -13,7 +13,7 @@ from orchestration.config.load import Project
 from orchestration.jobs import rehydrate_job_name
 from orchestration.store.cache import CacheUnavailable, RecordCache
 
-# Memcached loses data rarely, but the API serves misses (404s) until the region is rebuilt.
+# Memcached loses data rarely; until the region is rebuilt every miss is answered from the (slower) state store.
 CACHE_LOSS_INTERVAL_SECONDS = 10
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
