@@ -28,12 +28,17 @@ class KeyRing:
 
     If the state store cannot be read, the last loaded keys stay in use (nobody can revoke a key
     while the state is down either); before any load succeeded, requests get 503 keys_unavailable.
+
+    Secrets that matched are remembered until the next reload, so a key in use is hashed once per
+    refresh interval rather than on every request; a revoked key's secret is forgotten with it.
     """
 
     def __init__(self, state: StateStore, *, refresh_seconds: float):
         self._state = state
         self._refresh_seconds = refresh_seconds
-        self._keys: dict[str, KeyInfo] | None = None
+        # (active keys by prefix, secrets that matched → their key), swapped as one on each reload
+        # so a secret checked against keys that were just replaced is never remembered.
+        self._loaded: tuple[dict[str, KeyInfo], dict[str, KeyInfo]] | None = None
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
 
@@ -48,18 +53,25 @@ class KeyRing:
             except Exception as error:  # keep the last keys; try again after the refresh interval
                 log.warning("cannot reload API keys from state: %s", error)
             else:
-                self._keys = {key.prefix: key for key in keys}
+                self._loaded = ({key.prefix: key for key in keys}, {})
             self._loaded_at = time.monotonic()
 
     def authenticate(self, secret: str) -> KeyInfo | None:
-        """The key a presented secret belongs to, or None. Compares hashes in constant time."""
+        """The key a presented secret belongs to, or None. A secret not yet seen since the last
+        reload is hashed and compared in constant time."""
         self._refresh_if_stale()
-        if self._keys is None:
+        loaded = self._loaded
+        if loaded is None:
             raise errors.keys_unavailable()
+        keys, verified = loaded
+        key = verified.get(secret)
+        if key is not None:
+            return key
         prefix = split_secret(secret)
-        key = self._keys.get(prefix) if prefix else None
+        key = keys.get(prefix) if prefix else None
         if key is None or not secret_matches(secret, key.secret_hash):
             return None
+        verified[secret] = key
         return key
 
 

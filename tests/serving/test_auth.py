@@ -114,3 +114,29 @@ def test_a_rate_limited_key_gets_429_with_retry_after_and_unlimited_keys_do_not(
     # one token per second in each of the 2 workers: at most a burst of 2 then about 1 a second each
     assert sum(a.status_code == 200 for a in answers) <= 6
     assert set(unlimited) == {200}
+
+
+def keyring_with_a_key(sqlite_url):
+    from orchestration.store.state import StateStore
+    from serving.auth import KeyRing
+
+    state = StateStore(sqlite_url)
+    state.create_all()
+    _, secret = state.create_key("app")
+    return state, KeyRing(state, refresh_seconds=0), secret
+
+
+def test_a_remembered_secret_is_refused_once_its_key_is_revoked(sqlite_url):
+    state, keyring, secret = keyring_with_a_key(sqlite_url)
+    assert keyring.authenticate(secret).name == "app"
+    assert keyring.authenticate(secret).name == "app"  # now remembered by this worker
+
+    state.revoke_key("app")
+    assert keyring.authenticate(secret) is None
+
+
+def test_a_remembered_secret_does_not_open_the_door_to_a_near_miss(sqlite_url):
+    _, keyring, secret = keyring_with_a_key(sqlite_url)
+    assert keyring.authenticate(secret) is not None
+    assert keyring.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert keyring.authenticate(secret + " ") is None

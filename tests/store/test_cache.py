@@ -74,3 +74,15 @@ def test_a_restarted_server_is_reconnected_to_without_an_error(memcached):
     cache.set_many({"k": b"w"})
     assert cache.get_many(["k"]) == {"k": b"w"}
     cache.close()
+
+
+def test_the_first_reads_after_a_restart_answer_instead_of_raising(memcached_pair):
+    cache = RecordCache([m.server for m in memcached_pair])
+    cache.set_many({f"k{n}": b"v" for n in range(20)})
+    for server in memcached_pair:
+        server.restart()
+    assert cache.get_many([f"k{n}" for n in range(20)]) == {}
+    for server in memcached_pair:
+        server.restart()
+    assert [cache.get(f"k{n}") for n in range(20)] == [None] * 20
+    cache.close()
