@@ -159,6 +159,8 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # 64 MB of page cache (default 2 MB): a sync's inserts land all over the key indexes.
+            cursor.execute("PRAGMA cache_size=-65536")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
