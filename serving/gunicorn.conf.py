@@ -12,6 +12,7 @@ dead so its gauges stop counting.
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def on_starting(server):
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
+
+
+def worker_exit(server, worker):
+    # In the exiting worker: its samples tallied since the last flush would go with it.
+    metrics = sys.modules.get("serving.metrics")
+    if metrics is not None:
+        metrics.TALLY.flush()
 
 
 def child_exit(server, worker):

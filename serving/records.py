@@ -21,7 +21,7 @@ from orchestration.store.keys import index_text, record_key
 from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import require_collection_scope
-from serving.metrics import CacheCounters
+from serving.metrics import TALLY
 
 log = logging.getLogger("larder.api")
 
@@ -40,39 +40,34 @@ class RecordSource:
         self._state = state
         self._fallback_ttl = fallback_ttl
         self._order = {c: tuple(s.name for s in project.syncs_for(c)) for c in project.collection_names}
-        self._counters = {c: CacheCounters(c) for c in project.collection_names}
 
     def get(self, collection: str, key: str) -> tuple[bytes | None, str]:
         """(packed value or None, where it came from: cache · state · state-cache-down)."""
-        counters = self._counters[collection]
         try:
             value = self._cache.get(key)
         except CacheUnavailable as error:
             log.warning("cache unavailable, answering from state: %s", error)
-            counters.fallback_down.inc()
+            TALLY.cache_down(collection)
             return self._from_state(collection, [key], cache_up=False).get(key), SOURCE_STATE_CACHE_DOWN
         if value is not None:
-            counters.hit.inc()
+            TALLY.cache_hits(collection)
             return value, SOURCE_CACHE
-        counters.miss.inc()
-        counters.fallback_miss.inc()
+        TALLY.cache_misses(collection)
         return self._from_state(collection, [key], cache_up=True).get(key), SOURCE_STATE
 
     def get_many(self, collection: str, keys: Sequence[str]) -> tuple[dict[str, bytes], str]:
         """Packed values of those keys that exist (one multi-get; misses in one state query)."""
-        counters = self._counters[collection]
         try:
             found = self._cache.get_many(keys)
         except CacheUnavailable as error:
             log.warning("cache unavailable, answering a batch from state: %s", error)
-            counters.fallback_down.inc(len(keys))
+            TALLY.cache_down(collection, len(keys))
             return self._from_state(collection, keys, cache_up=False), SOURCE_STATE_CACHE_DOWN
-        counters.hit.inc(len(found))
+        TALLY.cache_hits(collection, len(found))
         missed = [key for key in keys if key not in found]
         if not missed:
             return found, SOURCE_CACHE
-        counters.miss.inc(len(missed))
-        counters.fallback_miss.inc(len(missed))
+        TALLY.cache_misses(collection, len(missed))
         found.update(self._from_state(collection, missed, cache_up=True))
         return found, SOURCE_STATE
 
