@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", action="append", choices=PARTS, help="run only this part (repeatable)")
     parser.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")
     parser.add_argument("--sync-rows", type=int, help="rows of the sync benchmark's model")
-    parser.add_argument("--workers", type=int, help="gunicorn workers for both apps (default: 2 × cores)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers for both apps (default: serving/gunicorn.conf.py's)")
     parser.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="where results go (default: bench/results)")
     return parser
 

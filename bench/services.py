@@ -234,8 +234,15 @@ def http_parser() -> str:
 
 
 def gunicorn_settings() -> dict[str, Any]:
-    """What serving/gunicorn.conf.py sets (worker class, keep-alive...), for the report."""
+    """What serving/gunicorn.conf.py sets (workers, worker class, keep-alive...)."""
     import runpy
 
-    conf = runpy.run_path(str(GUNICORN_CONF))
-    return {name: conf[name] for name in ("worker_class", "keepalive", "timeout") if name in conf}
+    saved = dict(os.environ)
+    try:  # reading the file must not leave its metrics folder in this process's environment
+        conf = runpy.run_path(str(GUNICORN_CONF))
+    finally:
+        if os.environ.get("LARDER_OWNS_METRICS_DIR") == "1" and "PROMETHEUS_MULTIPROC_DIR" not in saved:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        os.environ.clear()
+        os.environ.update(saved)
+    return {name: conf[name] for name in ("workers", "worker_class", "keepalive", "timeout") if name in conf}

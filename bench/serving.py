@@ -9,7 +9,6 @@ reported with the ratio Larder / bare.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -57,7 +56,7 @@ class Scenario:
 
 def run_serving(sizes: ServingSizes, *, workers: int | None = None, log=print) -> dict[str, Any]:
     """Fill a memcached through `larder sync`, serve it with Larder and with the bare app, load both."""
-    workers = workers or multiprocessing.cpu_count() * 2
+    workers = workers or gunicorn_settings()["workers"]  # serving/gunicorn.conf.py's choice, for both apps
     parser = http_parser()
     with tempfile.TemporaryDirectory(prefix="larder-bench-serving-") as tmp, \
             Memcached(memory_mb=max(256, sizes.records * sizes.record_bytes * 3 // 1_000_000)) as memcached:

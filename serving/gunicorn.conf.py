@@ -1,7 +1,18 @@
 """gunicorn settings for a Larder region (`larder serve --region R` passes this file).
 
-Sync workers: each request is one memcached round trip with no other I/O to overlap, so
-processes (not threads) use both cores best. Values can be overridden by GUNICORN_* env vars.
+Sync workers, cores + 1 of them: each request is one memcached round trip with no other I/O to
+overlap, so processes (not threads) use the cores best; the one extra worker runs while another
+waits on memcached. Values can be overridden by GUNICORN_* env vars (or LARDER_WORKERS).
+
+Measured on the 2-core benchmark machine (`python -m bench`, wrk random keys, shared machine):
+- gthread keeps connections alive (sync closes each one), but its poller and thread hand-off
+  cost as much as the TCP set-up it saves, and its p99 is worse. The bare route, req/s at
+  8 / 64 connections (p99 ms): sync 4 workers 6,855 / 6,467 (1.9 / 15.9); gthread 2 × 4 threads
+  6,560 / 6,951 (6.6 / 27.3); 4 × 2 threads 6,054 / 5,813 (3.7 / 55.3); 2 × 16 threads
+  6,608 / 5,197 (3.6 / 43.0). gthread would also need a memcached client per thread.
+- Sync workers, 3 against 4 in alternation: 3 spend less CPU per request (Larder 255 against
+  270 µs, the bare route 212 against 225 µs) with the same or better req/s; 2 leave a core idle
+  during memcached round trips; 6 cost more again (Larder 288 µs).
 
 Metrics: prometheus_client's multiprocess mode needs a folder of its own per gunicorn master
 (two regions on one machine must not mix samples), set in the environment before any worker
@@ -18,7 +29,7 @@ from pathlib import Path
 
 _region = os.environ.get("LARDER_REGION", "api")
 
-workers = int(os.environ.get("LARDER_WORKERS", multiprocessing.cpu_count() * 2))
+workers = int(os.environ.get("LARDER_WORKERS", multiprocessing.cpu_count() + 1))
 worker_class = "sync"
 keepalive = 5
 timeout = 30
