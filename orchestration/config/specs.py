@@ -239,6 +239,8 @@ class ApiSpec(Strict):
 class Defaults(Strict):
     max_record_bytes: Annotated[int, Field(gt=0, le=50_000_000)] = DEFAULT_MAX_RECORD_BYTES
     chunk_size: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
+    # How long a run waits for another run writing its collection before it fails.
+    lease_wait_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300
 
 
 class SyncSource(Strict):

@@ -8,6 +8,8 @@ The state is the source of truth for what the API serves. Memcached is rebuilt f
 - `sync_runs`: run history with counts, durations and rejection samples;
 - `cache_journal`: cache work committed to state but not yet confirmed written to Memcached,
   replayed by the next run after a crash;
+- `collection_leases`: which run may write each collection now (one at a time, see
+  `orchestration/sync/lease.py`);
 - `api_keys`: hashed API keys with their scopes.
 """
 
@@ -20,12 +22,14 @@ import operator
 import secrets
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,6 +89,17 @@ class CacheJournal(Base):
     pks: Mapped[list] = mapped_column(sa.JSON)
 
 
+class CollectionLeaseRow(Base):
+    __tablename__ = "collection_leases"
+    collection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(sa.String(32))  # the holder's random id: only it renews or releases
+    holder: Mapped[str] = mapped_column(sa.String(256))  # who holds it, for the message a waiting run gives
+    run_id: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    expires_at: Mapped[float] = mapped_column(sa.Float)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
@@ -102,6 +117,7 @@ FIELDS = RecordFields.__table__
 INDICES = RecordIndex.__table__
 RUNS = SyncRun.__table__
 JOURNAL = CacheJournal.__table__
+LEASES = CollectionLeaseRow.__table__
 KEYS = ApiKey.__table__
 
 KEY_PREFIX = "lk"
@@ -126,6 +142,19 @@ class FieldsRow:
     sync_name: str
     fields: bytes
     updated_at: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A collection's lease as stored: who holds it and until when (epoch seconds)."""
+
+    collection: str
+    token: str
+    holder: str
+    run_id: int | None
+    host: str
+    pid: int
+    expires_at: float
 
 
 class UnknownApiKey(LookupError):
@@ -481,12 +510,66 @@ class StateStore:
             regions = conn.execute(sa.select(RUNS.c.regions).where(RUNS.c.id == run_id)).scalar()
         return list(regions or [])
 
-    def pending_journal(self, sync_name: str | None = None) -> list[dict[str, Any]]:
+    def pending_journal(self, sync_name: str | None = None, *, collection: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(JOURNAL).order_by(JOURNAL.c.id)
         if sync_name is not None:
             query = query.where(JOURNAL.c.sync_name == sync_name)
+        if collection is not None:
+            query = query.where(JOURNAL.c.collection == collection)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def journal_collections(self) -> set[str]:
+        """The collections with cache work pending in the journal."""
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(sa.select(JOURNAL.c.collection).distinct())}
+
+    # --- collection leases ---------------------------------------------------------------------
+
+    def acquire_lease(self, lease: Lease) -> bool:
+        """Take the collection's lease if it is free or expired, in one statement; True if taken."""
+        row = asdict(lease)
+        with self.engine.begin() as conn:
+            insert = _dialect_insert(conn)(LEASES).values(**row)
+            statement = insert.on_conflict_do_update(
+                index_elements=[LEASES.c.collection],
+                set_={name: insert.excluded[name] for name in row if name != "collection"},
+                where=LEASES.c.expires_at < time.time(),
+            )
+            # RETURNING, not rowcount: psycopg reports no rowcount for an upsert.
+            return conn.execute(statement.returning(LEASES.c.token)).first() is not None
+
+    def take_over_lease(self, previous_token: str, lease: Lease) -> bool:
+        """Replace the lease held under `previous_token` (its holder is known dead); False if it changed hands."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                LEASES.update()
+                .where(LEASES.c.collection == lease.collection, LEASES.c.token == previous_token)
+                .values(**asdict(lease))
+            )
+            return result.rowcount == 1
+
+    def renew_lease(self, collection: str, token: str, expires_at: float, conn: Connection | None = None) -> bool:
+        """Extend a lease its holder still has; False if it expired and another run took it. With
+        `conn`, inside that transaction: its writes then commit only if the lease was still held."""
+        statement = (
+            LEASES.update()
+            .where(LEASES.c.collection == collection, LEASES.c.token == token)
+            .values(expires_at=expires_at)
+        )
+        if conn is not None:
+            return conn.execute(statement).rowcount == 1
+        with self.engine.begin() as own:
+            return own.execute(statement).rowcount == 1
+
+    def release_lease(self, collection: str, token: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(LEASES.delete().where(LEASES.c.collection == collection, LEASES.c.token == token))
+
+    def lease_of(self, collection: str) -> Lease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(LEASES).where(LEASES.c.collection == collection)).first()
+        return Lease(**row._mapping) if row else None
 
     # --- serving reads (the API's batch fallback and lineage; read-only) ----------------------
 
@@ -541,6 +624,15 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
     items = list(items)
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _dialect_insert(conn: Connection):
+    """The insert construct with ON CONFLICT support for the state's database."""
+    if conn.dialect.name == "sqlite":
+        return sqlite_insert
+    if conn.dialect.name == "postgresql":
+        return postgresql_insert
+    raise NotImplementedError(f"state store on {conn.dialect.name!r} is not supported (use sqlite or postgresql)")
 
 
 def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:

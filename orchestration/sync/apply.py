@@ -19,6 +19,7 @@ from orchestration.store import envelope
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
 from orchestration.store.state import StateStore
+from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
 
 # Test-only hook: seconds to sleep after a chunk's state commit, before its cache writes, so the
@@ -55,14 +56,16 @@ def apply_changes(
     state: StateStore,
     caches: Mapping[str, RecordCache],
     run_id: int,
+    lease: CollectionLease,
 ) -> None:
-    """Write added and changed records of one chunk to state, then to every region."""
+    """Write added and changed records of one chunk to state, then to every region (holding `lease`)."""
     spec, collection = layout.spec, layout.spec.collection
     now = int(time.time())
     pks = [r.pk for r in records]
     keys_by_pk = {r.pk: layout.keys_of(r) for r in records}
     new_keys = {key for keys in keys_by_pk.values() for key, _ in keys}
     with state.begin() as conn:
+        lease.renew(conn)
         old_keys = state.sync_index_keys_of(conn, spec.name, collection, [r.pk for r in records if not r.is_new])
         stale = sorted({key for keys in old_keys.values() for key in keys} - new_keys)
         state.delete_index_keys(conn, stale)
@@ -101,12 +104,14 @@ def apply_removals(
     state: StateStore,
     caches: Mapping[str, RecordCache],
     run_id: int,
+    lease: CollectionLease,
 ) -> int:
-    """Apply the sync's delete behaviour to records whose rows left the model; returns how many."""
+    """Apply the sync's delete behaviour to records whose rows left the model (holding `lease`); returns how many."""
     spec, collection = layout.spec, layout.spec.collection
     if not pks or spec.delete is DeleteBehaviour.keep:
         return 0
     with state.begin() as conn:
+        lease.renew(conn)
         if spec.delete is DeleteBehaviour.delete:
             stale = sorted({k for keys in state.index_keys_of(conn, collection, pks).values() for k in keys})
             state.delete_record(conn, collection, pks)
@@ -138,6 +143,7 @@ def replay_journal(
     *,
     enabled_regions: Collection[str],
     only_region: str | None = None,
+    collection: str | None = None,
 ) -> int:
     """Finish cache work a crashed run committed to state but may not have written. Returns entries replayed.
 
@@ -147,8 +153,9 @@ def replay_journal(
     is now, so replaying an old entry never undoes later work: a journaled stale key that a
     record owns again is rewritten instead of deleted. With `only_region`, only that region is
     written and entries stay pending for the others (rehydrating one region while another is down).
+    The caller holds the lease of the collection replayed (`collection`; every one if None).
     """
-    entries = state.pending_journal()
+    entries = state.pending_journal(collection=collection)
     for entry in entries:
         regions = [only_region] if only_region else [r for r in state.run_regions(entry["run_id"]) if r in enabled_regions]
         collection = entry["collection"]

@@ -17,6 +17,7 @@ from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, replay_journal
 from orchestration.sync.diff import SyncPlan, plan_delta, plan_sync
+from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import RecordMapper
 from orchestration.sync.warehouse import Warehouse
 
@@ -98,9 +99,9 @@ def run_sync(
     layout = CollectionLayout(spec, services.sync_order(spec.collection))
     state.create_all()
     state.mark_abandoned_runs(sync_name, stale_after=ABANDONED_AFTER_SECONDS)
-    replay_journal(state, services.cache, services.sync_order, enabled_regions=project.enabled_regions)
     started = time.monotonic()
     run_id = state.start_run(sync_name, full_resync=full_resync, regions=targets, origin=origin)
+    lease = CollectionLease(state, spec.collection, f"run {run_id} of sync {sync_name!r}", run_id=run_id)
     counts: dict[str, int] = {}
     written_preview: list[dict[str, Any]] = []
     plan = None
@@ -111,14 +112,20 @@ def run_sync(
             time.monotonic() - started, plan.rejection_samples if plan else [], error, written_preview,
         )
 
+    def heartbeat() -> None:
+        state.heartbeat(run_id, counts)
+        lease.renew()
+
     try:
+        _acquire_for_run(services, lease, counts, progress)
+        _replay_pending_journal(services, lease)
         sql = project.model_sql(spec)
         project.check_columns(spec, services.warehouse.columns(sql))
         mapper = RecordMapper(spec, max_record_bytes=project.max_record_bytes(spec))
 
         def on_scan(scan_counts: dict[str, int]) -> None:
             counts.update(scan_counts)
-            state.heartbeat(run_id, counts)
+            heartbeat()
             if progress:
                 progress("scan", counts)
 
@@ -131,17 +138,19 @@ def run_sync(
             )
         written = 0
         for chunk in plan.changed_records(project.spec.defaults.chunk_size):
-            apply_changes(chunk, layout, state, caches, run_id)
+            apply_changes(chunk, layout, state, caches, run_id, lease)
             written += len(chunk)
             for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
                 written_preview.append(orjson.loads(record.body))
             counts["written"] = written
-            state.heartbeat(run_id, counts)
+            heartbeat()
             if progress:
                 progress("write", counts)
-        counts["removed"] = apply_removals(plan.removed_pks, layout, state, caches, run_id)
+        counts["removed"] = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
         counts["kept"] = len(plan.removed_pks) - counts["removed"]
         counts["written"] = written
+        # Recorded before the lease is released: the run that waited for it sees this one finished.
+        state.finish_run(run_id, status="succeeded", counts=counts, rejection_samples=plan.rejection_samples)
     except Exception as error:  # recorded, then re-raised with the report attached
         message = str(error) or type(error).__name__
         state.finish_run(run_id, status="failed", counts=counts,
@@ -151,8 +160,40 @@ def run_sync(
     finally:
         if plan is not None:
             plan.close()
-    state.finish_run(run_id, status="succeeded", counts=counts, rejection_samples=plan.rejection_samples)
+        lease.release()
     return report("succeeded")
+
+
+def _acquire_for_run(services: Services, lease: CollectionLease, counts: dict[str, int], progress: Progress | None) -> None:
+    """Wait for the collection's lease; the waiting run keeps its heartbeat and reports once that it waits."""
+    reported = False
+
+    def on_wait(_holder) -> None:
+        nonlocal reported
+        services.state.heartbeat(lease.run_id, counts)
+        if progress and not reported:
+            reported = True
+            progress("wait", counts)
+
+    lease.acquire(wait_seconds=services.project.spec.defaults.lease_wait_seconds, on_wait=on_wait)
+
+
+def _replay_pending_journal(services: Services, lease: CollectionLease) -> None:
+    """Finish the cache work crashed runs left: this collection's under the run's own lease, another
+    collection's only if nobody holds its lease now (else its writer replays it)."""
+    state, project = services.state, services.project
+    for collection in state.journal_collections():
+        if collection == lease.collection:
+            replay_journal(state, services.cache, services.sync_order, enabled_regions=project.enabled_regions,
+                           collection=collection)
+            continue
+        other = CollectionLease(state, collection, f"journal replay by {lease.holder}")
+        if other.try_acquire():
+            try:
+                replay_journal(state, services.cache, services.sync_order, enabled_regions=project.enabled_regions,
+                               collection=collection)
+            finally:
+                other.release()
 
 
 def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress) -> SyncPlan:
@@ -175,26 +216,41 @@ def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bo
 
 
 def rehydrate_region(services: Services, region: str, *, progress: Progress | None = None) -> dict[str, int]:
-    """Rebuild a region's Memcached from durable state: every record under every index key."""
+    """Rebuild a region's Memcached from durable state: every record under every index key.
+
+    Each collection is rewritten under its lease (waiting for a sync writing it), so a record a
+    sync changes meanwhile is never overwritten with the version read before.
+    """
     state, cache = services.state, services.cache(region)
     state.create_all()
-    replay_journal(state, services.cache, services.sync_order,
-                   enabled_regions=services.project.enabled_regions, only_region=region)
-    records = keys = 0
-    for collection in state.collections_with_records():
-        order = services.sync_order(collection)
-        for pks in state.iter_collection_pks(collection):
-            with state.begin() as conn:
-                composed = state.compose(conn, collection, pks, order)
-                index_keys = state.index_keys_of(conn, collection, pks)
-            values = {key: composed[pk] for pk, pk_keys in index_keys.items() if pk in composed for key in pk_keys}
-            cache.set_many(values)
-            records += len(composed)
-            keys += len(values)
-            if progress:
-                progress("rehydrate", {"records": records, "keys": keys})
+    totals = {"records": 0, "keys": 0}
+    for collection in sorted(set(state.collections_with_records()) | state.journal_collections()):
+        lease = CollectionLease(state, collection, f"rehydrate of region {region!r}")
+        lease.acquire(wait_seconds=services.project.spec.defaults.lease_wait_seconds)
+        try:
+            replay_journal(state, services.cache, services.sync_order, enabled_regions=services.project.enabled_regions,
+                           only_region=region, collection=collection)
+            _rehydrate_collection(services, cache, collection, lease, totals, progress)
+        finally:
+            lease.release()
     cache.write_sentinel(uuid.uuid4().hex)
-    return {"records": records, "keys": keys}
+    return totals
+
+
+def _rehydrate_collection(services: Services, cache: RecordCache, collection: str, lease: CollectionLease,
+                          totals: dict[str, int], progress: Progress | None) -> None:
+    state, order = services.state, services.sync_order(collection)
+    for pks in state.iter_collection_pks(collection):
+        with state.begin() as conn:
+            lease.renew(conn)
+            composed = state.compose(conn, collection, pks, order)
+            index_keys = state.index_keys_of(conn, collection, pks)
+        values = {key: composed[pk] for pk, pk_keys in index_keys.items() if pk in composed for key in pk_keys}
+        cache.set_many(values)
+        totals["records"] += len(composed)
+        totals["keys"] += len(values)
+        if progress:
+            progress("rehydrate", totals)
 
 
 def _target_regions(project: Project, spec, regions: Sequence[str] | None) -> tuple[str, ...]:
