@@ -180,14 +180,14 @@ class BatchResource:
         values = list(dict.fromkeys(values))  # a value asked twice is answered once
         keys = {value: record_key(collection, index_key, value) for value in values}
         found, source = self._source.get_many(collection, list(keys.values()))
-        records, missing = [], []
+        records, missing = {}, []
         for value, key in keys.items():
             packed = found.get(key)
             if packed is None:
                 missing.append(value)
             else:
-                records.append(orjson.dumps(value) + b":" + envelope.unpack(packed).body)
-        resp.data = b'{"records":{' + b",".join(records) + b'},"missing":' + orjson.dumps(missing) + b"}"
+                records[value] = orjson.Fragment(envelope.unpack(packed).body)  # spliced in as synced
+        resp.data = orjson.dumps({"records": records, "missing": missing})
         resp.content_type = falcon.MEDIA_JSON
         resp.cache_control = self._collections.cache_control[collection]
         resp.set_header("X-Larder-Region", self._region)

@@ -77,9 +77,12 @@ class RecordCache:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of those keys that are stored (one multi-get per server)."""
-        groups: dict[Client, list[str]] = defaultdict(list)
-        for key in keys:
-            groups[self._reader_for(key)].append(key)
+        if self._only_reader is not None:
+            groups: dict[Client, list[str]] = {self._only_reader: list(keys)}
+        else:
+            groups = defaultdict(list)
+            for key in keys:
+                groups[self._reader_for(key)].append(key)
         found: dict[str, bytes] = {}
         try:
             for reader, group in groups.items():
