@@ -106,7 +106,8 @@ class RequestTally:
             REQUESTS.labels(*labels).inc(n)
         for route, (total, counts) in latency.items():
             histogram = LATENCY.labels(route)
-            # A Histogram takes one observation at a time; adding a tally goes to its values directly.
+            # A Histogram takes one observation at a time, so a tally is added to the child's sum and
+            # bucket values (prometheus_client's `_sum`/`_buckets`; test_metrics checks the result).
             histogram._sum.inc(total)
             for bucket, n in zip(histogram._buckets, counts):
                 if n:
