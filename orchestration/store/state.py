@@ -57,10 +57,7 @@ class RecordIndex(Base):
     collection: Mapped[str] = mapped_column(sa.String(64))
     pk: Mapped[str] = mapped_column(sa.String(512))
     sync_name: Mapped[str] = mapped_column(sa.String(64))
-    __table_args__ = (
-        sa.Index("ix_record_indices_collection_pk", "collection", "pk"),
-        sa.Index("ix_record_indices_sync", "sync_name"),
-    )
+    __table_args__ = (sa.Index("ix_record_indices_collection_pk", "collection", "pk"),)
 
 
 class SyncRun(Base):
@@ -121,6 +118,8 @@ LEASES = CollectionLeaseRow.__table__
 KEYS = ApiKey.__table__
 
 KEY_PREFIX = "lk"
+# Indexes earlier versions created; each one cost every sync a b-tree insert per row.
+RETIRED_INDEXES = ("ix_record_indices_sync",)
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,11 @@ class StateStore:
         self.engine = engine or make_engine(url)
 
     def create_all(self) -> None:
+        """Create what is missing, and drop what earlier versions made and nothing reads any more."""
         Base.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            for index in RETIRED_INDEXES:
+                conn.exec_driver_sql(f"drop index if exists {index}")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -57,6 +57,32 @@ def test_an_item_memcached_refuses_raises(tmp_path):
         small.stop()
 
 
+def test_a_refused_item_is_named_and_the_others_of_its_batch_are_stored(tmp_path):
+    small = MemcachedProcess(item_size="1m")
+    small.start()
+    try:
+        cache = RecordCache([small.server])
+        values = {f"k{n}": b"v%d" % n for n in range(5_000)}  # several write batches
+        values["k2500"] = b"x" * 2_000_000
+        with pytest.raises(CacheUnavailable, match=r"refused 1 item\(s\), e.g. 'k2500': SERVER_ERROR object too large"):
+            cache.set_many(values)
+        stored = cache.get_many(list(values))
+        assert len(stored) == 4_999 and stored["k4999"] == b"v4999"
+        cache.set_many({"after": b"the connection still works"})
+        assert cache.get("after") == b"the connection still works"
+        cache.close()
+    finally:
+        small.stop()
+
+
+def test_an_invalid_key_is_refused_before_anything_is_sent(memcached):
+    cache = RecordCache([memcached.server])
+    with pytest.raises(ValueError, match="not a valid memcached key"):
+        cache.set_many({"fine": b"x", "has space": b"y"})
+    assert cache.get("fine") is None
+    cache.close()
+
+
 def test_sentinel_tells_which_servers_lost_their_data(memcached_pair):
     cache = RecordCache([m.server for m in memcached_pair])
     cache.write_sentinel("token")
