@@ -64,6 +64,12 @@ def apply_changes(
     pks = [r.pk for r in records]
     keys_by_pk = {r.pk: layout.keys_of(r) for r in records}
     new_keys = {key for keys in keys_by_pk.values() for key, _ in keys}
+    values: dict[str, bytes] = {}
+    if not layout.merged:  # packed once per record (not per key), outside the write transaction
+        for r in records:
+            packed = envelope.pack(r.body, now)
+            for key, _ in keys_by_pk[r.pk]:
+                values[key] = packed
     with state.begin() as conn:
         lease.renew(conn)
         old_keys = state.sync_index_keys_of(conn, spec.name, collection, [r.pk for r in records if not r.is_new])
@@ -88,10 +94,6 @@ def apply_changes(
         entry = state.journal(conn, run_id, spec.name, collection, stale, pks)
         if layout.merged:
             values = _composed_values(state, conn, collection, pks, layout.sync_order)
-        else:
-            values = {
-                key: envelope.pack(r.body, now) for r in records for key, _ in keys_by_pk[r.pk]
-            }
     if PAUSE_AFTER_COMMIT:
         time.sleep(PAUSE_AFTER_COMMIT)
     _write_caches(caches, stale, values)

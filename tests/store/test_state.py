@@ -1,0 +1,39 @@
+"""StateStore schema: databases made by earlier versions keep working after create_all."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from orchestration.store.state import StateStore
+
+# record_indices as the first versions created it: a rowid table with an index on sync_name.
+EARLIER_RECORD_INDICES = [
+    "create table record_indices (cache_key varchar(250) not null primary key, collection varchar(64) not null, "
+    "pk varchar(512) not null, sync_name varchar(64) not null)",
+    "create index ix_record_indices_collection_pk on record_indices (collection, pk)",
+    "create index ix_record_indices_sync on record_indices (sync_name)",
+    "insert into record_indices values ('L1:people:id:=1', 'people', '1', '')",
+]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request) -> str:
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def test_create_all_on_an_earlier_database_drops_the_retired_index_and_keeps_the_keys(state_url):
+    engine = sa.create_engine(state_url)
+    with engine.begin() as conn:
+        for statement in EARLIER_RECORD_INDICES:
+            conn.exec_driver_sql(statement)
+    state = StateStore(state_url)
+    state.create_all()
+    state.create_all()  # idempotent
+    assert "ix_record_indices_sync" not in {index["name"] for index in sa.inspect(engine).get_indexes("record_indices")}
+    assert state.resolve("L1:people:id:=1") == ("people", "1")
+    with state.begin() as conn:
+        state.upsert_index_keys(conn, [{"cache_key": "L1:people:id:=1", "collection": "people", "pk": "2", "sync_name": ""}])
+    assert state.resolve("L1:people:id:=1") == ("people", "2")
+    state.dispose()
+    engine.dispose()
