@@ -171,3 +171,46 @@ def test_null_primary_index_is_rejected():
 def test_value_json_cannot_encode_rejects_the_row_instead_of_failing_the_run():
     with pytest.raises(RowRejected, match="cannot be encoded as JSON"):
         _mapper({"column": "name"}).map_row({**ROW, "name": object()})
+
+
+DIRECT_SCOPE = {"name": "Ann 😀", "n": 3, "x": 1.5, "ok": True, "none": None, "tags": ["a", "b"],
+                "profile": {"plan": "pro", "devices": {"ios": False}, "size": 9}, "quoted": 'say "hi" & <b>'}
+
+
+@pytest.mark.parametrize("source", [
+    "plain text only",
+    "Hi {{ name }}, your {{ profile.plan }} plan",
+    "{{- name -}} ! {{ n }} {{ x }} {{ ok }} [{{ none }}] {{ tags }} {{ profile.devices.ios }} {{ quoted }}",
+    "{{ profile }}",
+    '{{ profile["plan"] }}',
+])
+def test_direct_rendering_of_plain_outputs_equals_liquids(source):
+    from orchestration.config.liquid import parse_template
+    from orchestration.sync.mapping import direct_renderer
+
+    template = parse_template(source)
+    render = direct_renderer(template)
+    assert render is not None
+    assert render(DIRECT_SCOPE) == template.render(**DIRECT_SCOPE)
+
+
+@pytest.mark.parametrize("source", ["{{ name | upcase }}", "{{ tags.size }}", "{{ tags[0] }}", "{% if ok %}y{% endif %}",
+                                    "{{ profile.size }}"])
+def test_templates_with_filters_tags_or_special_properties_are_left_to_liquid(source):
+    from orchestration.config.liquid import parse_template
+    from orchestration.sync.mapping import direct_renderer
+
+    assert direct_renderer(parse_template(source)) is None
+
+
+def test_a_value_that_is_not_a_plain_lookup_falls_back_to_liquid_and_its_errors(harness):
+    harness.table("people", "id integer, name varchar, prefs json",
+                  [(1, "Ann", '{"plan": "pro"}'), (2, "Bob", '{"other": 1}'), (3, "Cy", '["not", "a", "dict"]')])
+    harness.configure(sync_config(fields=[
+        {"column": "id"}, {"to": "greeting", "liquid": "{{ name }} on {{ prefs.plan }}"},
+    ], rejections={"max_share": 1.0}))
+    report = harness.run("people")
+    assert harness.get("people", "id", 1)["greeting"] == "Ann on pro"
+    assert report.counts["rejected"] == 2  # strict Liquid: prefs.plan is undefined for Bob and Cy
+    assert {sample["pk"] for sample in report.rejection_samples} == {"2", "3"}
+    assert all("Liquid error in field 'greeting'" in sample["reason"] for sample in report.rejection_samples)
