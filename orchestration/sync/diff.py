@@ -159,7 +159,8 @@ def plan_delta(
     counted, not mapped. Rows that share a value are tracked exactly as `plan_sync` tracks every
     row, so duplicates are rejected the same way; the snapshot stores fingerprints, not body hashes.
     """
-    scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples)
+    # The snapshot holds the warehouse's fingerprints: bodies need no hash of their own.
+    scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples, hash_bodies=False)
     matched = 0  # snapshot pks met in the delta (removed included)
     shared_matched: set[str] = set()
     for chunk in delta:
@@ -191,8 +192,10 @@ class _Scan:
     """One scan's bookkeeping. `seen` maps tracked pks to how they were counted (_Seen); in
     plan_sync it is the snapshot itself, so its other values are the previous hashes."""
 
-    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int):
+    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int,
+                 hash_bodies: bool = True):
         self.plan = SyncPlan()
+        self.hash_bodies = hash_bodies
         self.mapper = mapper
         self.seen = seen
         self.full_resync = full_resync
@@ -203,7 +206,7 @@ class _Scan:
         """The row's record, or None when it is rejected (counted and sampled here)."""
         self.plan.rows_read += 1
         try:
-            return self.mapper.map_row(row)
+            return self.mapper.map_row(row, hashed=self.hash_bodies)
         except RowRejected as error:
             self.reject(str(error), error.pk, row)
             if error.pk is not None and not isinstance(self.seen.get(error.pk), _Seen):

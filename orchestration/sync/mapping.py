@@ -32,7 +32,7 @@ class RowRejected(Exception):
 class MappedRecord:
     pk: str
     body: bytes  # the sync's fields as JSON, exactly as they will be served
-    row_hash: int  # signed 64-bit hash of body: what the snapshot compares
+    row_hash: int  # signed 64-bit hash of body: what the snapshot compares (0 when not hashed)
     index_values: tuple[tuple[str, str], ...]  # (index name, value text), primary first
     is_new: bool = False  # not in the sync's snapshot: it has no index keys of this sync to replace
 
@@ -107,16 +107,17 @@ class RecordMapper:
             columns.append(field.column)
         return columns
 
-    def map_row(self, row: dict[str, Any]) -> MappedRecord:
-        """The record of one row; raises RowRejected (with the pk when known) if it cannot be served."""
+    def map_row(self, row: dict[str, Any], *, hashed: bool = True) -> MappedRecord:
+        """The record of one row; raises RowRejected (with the pk when known) if it cannot be served.
+        `hashed=False` leaves row_hash 0, for callers that compare something else."""
         try:
-            return self._map(row)
+            return self._map(row, hashed)
         except RowRejected as error:
             if error.pk is None and self._pk_column is not None:
                 error.pk = index_text(row.get(self._pk_column))
             raise
 
-    def _map(self, row: dict[str, Any]) -> MappedRecord:
+    def _map(self, row: dict[str, Any], hashed: bool) -> MappedRecord:
         record: dict[str, Any] = {}
         scope = {name: liquid_scope(row[name]) for name in self._liquid_columns if name in row}
         for path, compute in self._steps:
@@ -141,7 +142,7 @@ class RecordMapper:
             raise RowRejected(
                 f"record is {len(body)} bytes, over the {self.max_record_bytes}-byte limit", index_values[0][1]
             )
-        return MappedRecord(index_values[0][1], body, hash_body(body), tuple(index_values))
+        return MappedRecord(index_values[0][1], body, hash_body(body) if hashed else 0, tuple(index_values))
 
 
 def liquid_scope(value: Any) -> Any:
