@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,27 +14,12 @@ from typing import Any, Sequence
 
 import yaml
 
+from tests.support import free_port, wait_for_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = REPO_ROOT / "serving" / "gunicorn.conf.py"
 REGION = "bench"
 TIME = "/usr/bin/time"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 @dataclass
@@ -110,7 +94,7 @@ class Memcached:
 
     def __enter__(self) -> "Memcached":
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        wait_for_port(self.port, timeout=20.0)
         return self
 
     def __exit__(self, *_exc) -> None:

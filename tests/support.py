@@ -15,6 +15,21 @@ import yaml
 from orchestration.config.load import Project, load_project
 
 
+# Jane Doe's recommendations in ../shared/reference/braze-hightouch-integration.txt.
+JANE_RECOMMENDATIONS = {
+    "concerts": [
+        {"artist": "Aphex Twin", "location": "San Francisco, CA", "event_date": "2023-01-31"},
+        {"artist": "Sultan + Shepard", "location": "San Francisco, CA", "event_date": "2023-02-25"},
+    ],
+    "upcoming_album_release": {
+        "title": "Universal Language",
+        "artist": "Simon Doty",
+        "label": "Anjunadeep",
+        "release_date": "2023-04-28",
+    },
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

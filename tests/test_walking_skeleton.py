@@ -14,7 +14,7 @@ import requests
 from orchestration.config.load import REPO_ROOT, load_project
 from orchestration.definitions import build_definitions
 from orchestration.store.state import StateStore
-from tests.support import MemcachedProcess, free_port, wait_for_port
+from tests.support import JANE_RECOMMENDATIONS, MemcachedProcess, free_port, wait_for_port
 
 JANE = {
     "user_id": 12345,
@@ -26,18 +26,7 @@ JANE = {
         "top_genres": ["house", "techno", "ambient"],
         "top_artists": ["deadmau5", "Marsh", "Enamour"],
     },
-    "recommendations": {
-        "concerts": [
-            {"artist": "Aphex Twin", "location": "San Francisco, CA", "event_date": "2023-01-31"},
-            {"artist": "Sultan + Shepard", "location": "San Francisco, CA", "event_date": "2023-02-25"},
-        ],
-        "upcoming_album_release": {
-            "title": "Universal Language",
-            "artist": "Simon Doty",
-            "label": "Anjunadeep",
-            "release_date": "2023-04-28",
-        },
-    },
+    "recommendations": JANE_RECOMMENDATIONS,
 }
 
 

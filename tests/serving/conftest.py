@@ -20,22 +20,10 @@ import requests
 
 from orchestration.store.state import StateStore
 from orchestration.sync import Services, run_sync
-from tests.support import MemcachedProcess, ProjectFactory, free_port
+from tests.support import JANE_RECOMMENDATIONS, MemcachedProcess, ProjectFactory, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-JANE_RECOMMENDATIONS = {
-    "concerts": [
-        {"artist": "Aphex Twin", "location": "San Francisco, CA", "event_date": "2023-01-31"},
-        {"artist": "Sultan + Shepard", "location": "San Francisco, CA", "event_date": "2023-02-25"},
-    ],
-    "upcoming_album_release": {
-        "title": "Universal Language",
-        "artist": "Simon Doty",
-        "label": "Anjunadeep",
-        "release_date": "2023-04-28",
-    },
-}
 
 # (id, email, full_name, recommendations): emails exercise unicode, spaces and '/' in URLs.
 CUSTOMERS = [
