@@ -42,11 +42,10 @@ class CollectionLayout:
 
     def keys_of(self, record: MappedRecord) -> list[tuple[str, str]]:
         """(cache key, owner) for each index value of the record."""
-        collection = self.spec.collection
-        owners = [(PRIMARY_OWNER if name == self.spec.primary_index else self.spec.name) for name, _ in record.index_values]
+        collection, primary = self.spec.collection, self.spec.primary_index
         return [
-            (record_key(collection, name, value), owner)
-            for (name, value), owner in zip(record.index_values, owners)
+            (record_key(collection, name, value), PRIMARY_OWNER if name == primary else self.spec.name)
+            for name, value in record.index_values
         ]
 
 

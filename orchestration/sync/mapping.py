@@ -83,7 +83,7 @@ class RecordMapper:
             name for f in spec.fields if f.liquid is not None
             for name in parse_template(f.liquid).global_variables()
         }))
-        self._index_fields = tuple((name, _index_getter(spec, name)) for name in spec.index_names)
+        self._index_names = spec.index_names  # indices are top-level mapped fields
         primary = next(f for f in spec.fields if f.target == spec.primary_index)
         self._pk_column = primary.column
         self.fingerprint_salt = hashlib.blake2b(
@@ -127,8 +127,8 @@ class RecordMapper:
             else:
                 _set_nested(record, path, value)
         index_values = []
-        for name, get in self._index_fields:
-            text = index_text(get(record))
+        for name in self._index_names:
+            text = index_text(record.get(name))
             if text is None:
                 if name == self.spec.primary_index:
                     raise RowRejected(f"primary index {name!r} is null or empty")
@@ -162,10 +162,6 @@ def _set_nested(record: dict[str, Any], path: tuple[str, ...], value: Any) -> No
     for part in path[:-1]:
         node = node.setdefault(part, {})
     node[path[-1]] = value
-
-
-def _index_getter(spec: SyncSpec, name: str) -> Callable[[dict[str, Any]], Any]:
-    return lambda record: record.get(name)
 
 
 def _field_step(field) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]]:
