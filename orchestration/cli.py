@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="API key sent as the Authorization header (default: $LARDER_API_KEY)")
     render.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                         help="a template variable, e.g. user_id=12345 for {{${user_id}}} (repeatable)")
+    render.add_argument("--strict", action="store_true",
+                        help="exit 1 on a warning: a variable not given, a connected_content answer that is not 2xx")
     render.set_defaults(run=_render)
     return parser
 
@@ -251,7 +253,7 @@ def _devstack():
 def _render(args) -> int:
     from liquid.exceptions import LiquidError
 
-    from serving.braze import ApiTarget, render_template
+    from orchestration.preview.braze import ApiTarget, render_template
 
     variables = dict(item.partition("=")[::2] for item in args.var)
     base = args.api
@@ -268,11 +270,14 @@ def _render(args) -> int:
         print(f"larder: cannot read {args.template}: {error.strerror}", file=sys.stderr)
         return 2
     try:
-        print(render_template(source, ApiTarget(base, args.key), variables), end="")
+        preview = render_template(source, ApiTarget(base, args.key), variables)
     except LiquidError as error:  # a syntax error, or a connected_content call that failed
         print(f"larder: {args.template}: {error}", file=sys.stderr)
         return 1
-    return 0
+    print(preview.text, end="")
+    for warning in preview.warnings:
+        print(f"larder: {args.template}: warning: {warning}", file=sys.stderr)
+    return 1 if args.strict and preview.warnings else 0
 
 
 def _split(value: str | None) -> list[str] | None:

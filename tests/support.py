@@ -15,7 +15,7 @@ import yaml
 from orchestration.config.load import Project, load_project
 
 
-# Jane Doe's recommendations in ../shared/reference/braze-hightouch-integration.txt.
+# Jane Doe's recommendations in the Braze page excerpted in tests/fixtures/braze-connected-content.txt.
 JANE_RECOMMENDATIONS = {
     "concerts": [
         {"artist": "Aphex Twin", "location": "San Francisco, CA", "event_date": "2023-01-31"},

@@ -11,7 +11,11 @@ As in Braze, the tag's text is rendered as Liquid first, a JSON answer saved wit
 gains `__http_status_code__`, and an answer that is not saved is written into the message.
 For a preview the URL's scheme and host are replaced by the API given (a local region), and
 `api_key`, when given, replaces the Authorization header. Braze's `{{${attribute}}}` references
-read the variables passed in.
+read the variables passed in. Braze's own filters (url_param_escape, json_escape...) are in
+`orchestration.preview.filters`.
+
+What Braze would send silently but a preview should say is returned as warnings: a variable the
+template reads that nobody gave, and a Connected Content answer that is not 2xx.
 
 This environment is separate from orchestration.config.liquid's: that one renders sync fields
 strictly; message templates render missing values as empty text, as Braze does.
@@ -20,8 +24,9 @@ strictly; message templates render missing values as empty text, as Braze does.
 from __future__ import annotations
 
 import io
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,12 +34,17 @@ import orjson
 import requests
 from liquid import Environment
 from liquid.ast import Node
+from liquid.builtin.expressions.primitive import Identifier
 from liquid.exceptions import LiquidError
 from liquid.tag import Tag
 from liquid.token import TOKEN_EXPRESSION, TOKEN_TAG
 
+from orchestration.preview.filters import register_braze_filters
+
 BRAZE_ATTRIBUTE = re.compile(r"\{\{(-?\s*)\$\{(\w+)\}")
 OPTION = re.compile(r":(\w+)")
+SAVE_OPTION = re.compile(r":save\s+(\w+)")
+JSON = json.JSONDecoder()
 
 
 class PreviewError(LiquidError):
@@ -76,12 +86,21 @@ class ApiTarget:
         return urlunsplit((base.scheme, base.netloc, target.path, target.query, ""))
 
 
-class ConnectedContentNode(Node):
-    __slots__ = ("markup",)
+@dataclass(frozen=True)
+class Preview:
+    """A rendered message and what Braze would have done silently (missing variables, failed calls)."""
 
-    def __init__(self, token, markup):
+    text: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+class ConnectedContentNode(Node):
+    __slots__ = ("markup", "saves")
+
+    def __init__(self, token, markup, saves: str | None):
         super().__init__(token)
         self.markup = markup  # the tag's text as a parsed template: it may contain {{ ... }}
+        self.saves = saves  # the `:save` name as written, for static analysis of the template
 
     def __str__(self) -> str:
         return "{% connected_content ... %}"
@@ -91,6 +110,10 @@ class ConnectedContentNode(Node):
         self.markup.render_with_context(context, text)
         call = parse_call(text.getvalue())
         response = context.env.api_target.send(call)
+        if not 200 <= response.status_code < 300:
+            context.env.warnings.append(
+                f"connected_content {call.url}: HTTP {response.status_code} {_excerpt(response.text)}"
+            )
         if call.save is None:
             return buffer.write(response.text)
         try:
@@ -102,6 +125,12 @@ class ConnectedContentNode(Node):
         context.assign(call.save, saved)
         return 0
 
+    def children(self, static_context, *, include_partials: bool = True):
+        return self.markup.nodes
+
+    def template_scope(self):
+        return [Identifier(self.saves, token=self.token)] if self.saves else []
+
 
 class ConnectedContentTag(Tag):
     name = "connected_content"
@@ -110,16 +139,19 @@ class ConnectedContentTag(Tag):
     def parse(self, stream) -> Node:
         token = stream.eat(TOKEN_TAG)
         expression = stream.expect(TOKEN_EXPRESSION)  # left current: the parser steps past it
-        return ConnectedContentNode(token, self.env.from_string(expression.value))
+        saves = SAVE_OPTION.search(expression.value)
+        return ConnectedContentNode(token, self.env.from_string(expression.value), saves and saves.group(1))
 
 
 class BrazePreviewEnvironment(Environment):
-    """python-liquid with Braze's connected_content tag, sending its calls to `api_target`."""
+    """python-liquid with Braze's tag and filters, sending connected_content calls to `api_target`."""
 
     def __init__(self, api_target: ApiTarget):
         super().__init__()
         self.api_target = api_target
+        self.warnings: list[str] = []
         self.add_tag(ConnectedContentTag)
+        register_braze_filters(self)
 
 
 def parse_call(text: str) -> ConnectedContentCall:
@@ -136,12 +168,10 @@ def parse_call(text: str) -> ConnectedContentCall:
             raise PreviewError(f"connected_content: expected ':option' at {rest[position:position + 30]!r}")
         name, position = match.group(1), _skip_space(rest, match.end())
         if rest.startswith("{", position):
-            end = _json_end(rest, position)
             try:
-                options[name] = orjson.loads(rest[position:end])
-            except orjson.JSONDecodeError as error:
+                options[name], position = JSON.raw_decode(rest, position)
+            except json.JSONDecodeError as error:
                 raise PreviewError(f"connected_content :{name}: invalid JSON: {error}") from None
-            position = end
         elif position < len(rest) and rest[position] != ":":
             end = _token_end(rest, position)
             options[name] = rest[position:end]
@@ -164,11 +194,23 @@ def parse_call(text: str) -> ConnectedContentCall:
     )
 
 
-def render_template(source: str, api_target: ApiTarget, variables: Mapping[str, Any] | None = None) -> str:
+def render_template(source: str, api_target: ApiTarget, variables: Mapping[str, Any] | None = None) -> Preview:
     """Render a Braze message template, making its Connected Content calls against `api_target`."""
-    source = BRAZE_ATTRIBUTE.sub(r"{{\1\2", source)
+    variables = dict(variables or {})
     environment = BrazePreviewEnvironment(api_target)
-    return environment.from_string(source).render(**dict(variables or {}))
+    template = environment.from_string(BRAZE_ATTRIBUTE.sub(r"{{\1\2", source))
+    missing = [
+        f"variable {name!r} is used but not given (--var {name}=VALUE); it renders as empty text"
+        for name in template.analyze().globals
+        if name not in variables
+    ]
+    text = template.render(**variables)
+    return Preview(text, tuple(missing + environment.warnings))
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _skip_space(text: str, position: int) -> int:
@@ -181,26 +223,3 @@ def _token_end(text: str, position: int) -> int:
     while position < len(text) and not text[position].isspace():
         position += 1
     return position
-
-
-def _json_end(text: str, start: int) -> int:
-    """The index after the JSON object starting at `start` (braces inside strings ignored)."""
-    depth, in_string, escaped = 0, False, False
-    for position in range(start, len(text)):
-        char = text[position]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return position + 1
-    raise PreviewError("connected_content: unbalanced braces in a JSON option")

@@ -1,0 +1,1 @@
+"""Previews for the people who write messages: `larder render` renders a Braze message locally."""
