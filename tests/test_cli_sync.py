@@ -39,6 +39,25 @@ def test_validate_reports_a_config_error_with_file_and_field(cli, capsys):
     assert "syncs/people.yaml: collection: 'people!' must be 1-64 alphanumeric" in capsys.readouterr().err
 
 
+def test_a_field_nested_in_another_field_is_refused_before_anything_is_written(cli, capsys):
+    cli.table("people", COLUMNS, [(1, "Ann", "a@x")])
+    cli.configure(SYNC)
+    for fields in (["orders", "orders.first"], ["orders.first", "orders"]):
+        (cli.project.path.parent / "syncs" / "people.yaml").write_text(
+            "name: people\nmodel: {sql: select * from people}\ncollection: people\nprimary_index: id\nfields:\n"
+            f"  - column: id\n  - {{column: name, to: {fields[0]}}}\n  - {{column: email, to: {fields[1]}}}\n"
+        )
+
+        assert main(["--config", str(cli.project.path), "sync"]) == 2
+
+        assert "syncs/people.yaml: fields[2].to: field " in capsys.readouterr().err
+    state = StateStore(cli.project.spec.state.url)
+    state.create_all()
+    assert state.recent_runs("people") == []  # no run started
+    state.dispose()
+    assert cli.get("people", "id", "1") is None
+
+
 def test_sync_command_runs_syncs_and_prints_counts(cli, capsys):
     cli.table("people", COLUMNS, [(1, "Ann", "a@x"), (2, "Bob", "b@x")])
     cli.configure(SYNC)

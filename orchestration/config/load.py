@@ -254,7 +254,7 @@ def _syncs_from_files(spec: ProjectSpec, base: Path) -> Iterable[DeclaredSync]:
                 prefix = f"syncs[{i}]." if len(entries) > 1 or "syncs" in raw else ""
                 yield DeclaredSync(
                     spec=_sync_spec(entry, relative, prefix),
-                    source=SyncSource(kind="file", location=relative),
+                    source=SyncSource(kind="file", location=relative, entry=prefix),
                 )
 
 
@@ -280,7 +280,20 @@ def _sync_spec(entry: Any, where: str, prefix: str, model: dict | None = None) -
             except LiquidSyntaxError as error:
                 first_line = str(error).splitlines()[0]
                 raise ConfigError(f"{where}: {prefix}fields[{i}].liquid: Liquid syntax error: {first_line}") from None
+    _check_field_paths(spec, where, prefix)
     return spec
+
+
+def _check_field_paths(spec: SyncSpec, where: str, prefix: str) -> None:
+    """A field is a value or an object of fields, never both: `orders` beside `orders.first_order` is an error."""
+    for j, later in enumerate(spec.fields):
+        for i, earlier in enumerate(spec.fields[:j]):
+            if earlier.path != later.path and _overlaps(earlier.path, later.path):
+                relation = "is nested in" if len(later.path) > len(earlier.path) else "holds"
+                raise ConfigError(
+                    f"{where}: {prefix}fields[{j}].to: field {later.target!r} {relation} {earlier.target!r}, "
+                    f"which fields[{i}] writes; a field is either a value or an object of fields"
+                )
 
 
 def _read_dbt_manifest(spec: ProjectSpec) -> dict[str, DbtModelInfo]:
@@ -336,9 +349,10 @@ def _syncs_from_dbt_meta(spec: ProjectSpec, models: dict[str, DbtModelInfo]) -> 
         if not isinstance(entries, list):
             raise ConfigError(f"{where}: meta.larder.syncs: expected a list of syncs")
         for i, entry in enumerate(entries):
+            prefix = f"meta.larder.syncs[{i}]."
             yield DeclaredSync(
-                spec=_sync_spec(entry, where, f"meta.larder.syncs[{i}].", model={"dbt": info.name}),
-                source=SyncSource(kind="dbt_meta", location=where),
+                spec=_sync_spec(entry, where, prefix, model={"dbt": info.name}),
+                source=SyncSource(kind="dbt_meta", location=where, entry=prefix),
             )
 
 
@@ -367,32 +381,35 @@ def _check_collection(project: Project, collection: str) -> None:
     if not specs:
         return
     primary = specs[0].primary_index
-    owners: dict[tuple[str, ...], str] = {}
+    owners: dict[tuple[str, ...], tuple[SyncSpec, int]] = {}
     index_owner: dict[str, str] = {}
     for spec in specs:
-        where = project.source_of(spec.name).location
+        source = project.source_of(spec.name)
+        where = f"{source.location}: {source.entry}"
         if spec.primary_index != primary:
             raise ConfigError(
-                f"{where}: primary_index: {spec.primary_index!r} differs from {primary!r}, the primary index "
+                f"{where}primary_index: {spec.primary_index!r} differs from {primary!r}, the primary index "
                 f"of collection {collection!r} in sync {specs[0].name!r}; syncs merging into one collection share it"
             )
         for index in spec.indices:
             if index in index_owner:
                 raise ConfigError(
-                    f"{where}: indices: index {index!r} of collection {collection!r} is already declared by sync "
+                    f"{where}indices: index {index!r} of collection {collection!r} is already declared by sync "
                     f"{index_owner[index]!r}"
                 )
             index_owner[index] = spec.name
         for i, f in enumerate(spec.fields):
-            if f.target == primary:
-                continue
-            for path, owner in owners.items():
-                if owner != spec.name and _overlaps(path, f.path):
+            for path, (owner, j) in owners.items():
+                shared_primary = path == f.path == (primary,)
+                if owner.name != spec.name and not shared_primary and _overlaps(path, f.path):
+                    other = project.source_of(owner.name)
                     raise ConfigError(
-                        f"{where}: fields[{i}].to: field {f.target!r} of collection {collection!r} overlaps "
-                        f"{'.'.join(path)!r}, written by sync {owner!r}; syncs of one collection write disjoint fields"
+                        f"{where}fields[{i}].to: field {f.target!r} of collection {collection!r} overlaps "
+                        f"{'.'.join(path)!r}, written by fields[{j}] of sync {owner.name!r} ({other.location}); "
+                        "syncs of one collection write disjoint fields"
                     )
-            owners[f.path] = spec.name
+        for i, f in enumerate(spec.fields):
+            owners.setdefault(f.path, (spec, i))
 
 
 def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -248,6 +248,8 @@ class SyncSource(Strict):
 
     kind: Literal["file", "dbt_meta"]
     location: str
+    # The sync's key path inside its file ('', 'syncs[1].', 'meta.larder.syncs[0].'), before its fields.
+    entry: str = ""
 
 
 class DeclaredSync(Strict):

@@ -72,7 +72,45 @@ def test_two_syncs_claiming_the_same_field_of_a_collection_is_an_error(project_f
         sync(name="more", fields=[{"column": "id"}, {"column": "name", "to": "profile"}]),
     )
     assert ("syncs/people.yaml: fields[1].to: field 'profile.name' of collection 'people' overlaps 'profile', "
-            "written by sync 'more'") in text
+            "written by fields[1] of sync 'more' (") in text
+    assert "syncs/more.yaml); syncs of one collection write disjoint fields" in text
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        ("orders", "orders.first_order",
+         "fields[2].to: field 'orders.first_order' is nested in 'orders', which fields[1] writes"),
+        ("orders.first_order", "orders",
+         "fields[2].to: field 'orders' holds 'orders.first_order', which fields[1] writes"),
+        ("a.b", "a.b.c", "fields[2].to: field 'a.b.c' is nested in 'a.b', which fields[1] writes"),
+    ],
+)
+def test_a_field_nested_in_another_field_of_the_same_sync_is_an_error(project_factory, first, second, message):
+    text = _error(project_factory, sync(fields=[{"column": "id"}, {"column": "name", "to": first},
+                                                 {"column": "name", "to": second}]))
+    assert f"syncs/people.yaml: {message}" in text
+    assert "a field is either a value or an object of fields" in text
+
+
+def test_a_field_nested_in_a_field_of_another_sync_names_both_files_and_fields(project_factory, tmp_path):
+    text = _error(
+        project_factory,
+        sync(fields=[{"column": "id"}, {"column": "name"}, {"column": "name", "to": "orders"}]),
+        sync(name="more", fields=[{"column": "id"}, {"column": "name", "to": "orders.first_order"}]),
+    )
+    assert ("syncs/people.yaml: fields[2].to: field 'orders' of collection 'people' overlaps 'orders.first_order', "
+            "written by fields[1] of sync 'more' (") in text
+    assert "syncs/more.yaml); syncs of one collection write disjoint fields" in text
+
+
+def test_in_a_file_of_several_syncs_the_error_names_the_sync_entry(project_factory, tmp_path):
+    (tmp_path / "more").mkdir()
+    conflicting = sync(name="second", fields=[{"column": "id"}, {"column": "name", "to": "a"},
+                                              {"column": "name", "to": "a.b"}])
+    (tmp_path / "more" / "many.yaml").write_text(json.dumps({"syncs": [sync(name="first"), conflicting]}))
+    text = _error(project_factory, extra={"syncs": ["more/*.yaml"]})
+    assert "more/many.yaml: syncs[1].fields[2].to: field 'a.b' is nested in 'a', which fields[1] writes" in text
 
 
 def test_merged_syncs_must_share_the_primary_index(project_factory):
