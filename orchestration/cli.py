@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ConfigError as error:
+        _warn(error.warnings)
         print(f"larder: configuration error:\n{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -89,44 +90,66 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _project(args) -> Project:
+    """The project of `--config` (or the default); warnings about its dbt manifest go to stderr."""
+    project = _load(args)
+    _warn(project.warnings)
+    return project
+
+
+def _warn(warnings) -> None:
+    for warning in warnings:
+        print(f"larder: warning: {warning}", file=sys.stderr)
+
+
+def _load(args, *, check_indices: bool = True) -> Project:
     if args.config is not None:
         os.environ["LARDER_CONFIG"] = str(args.config.resolve())
-    return load_project(args.config)
+    return load_project(args.config, check_indices=check_indices)
 
 
 def _validate(args) -> int:
+    checks: list[str] = []
+    unreadable = 0
+    if not args.offline:
+        # Columns first: a misspelt column is the usual reason an index is "not a mapped field".
+        checks, unreadable = _check_models(_load(args, check_indices=False))
     project = _project(args)
     print(f"{project.path}: ok")
     for declared in project.syncs:
         spec = declared.spec
         print(
-            f"  sync {spec.name}: {spec.model.name} → {spec.collection} "
+            f"  sync {spec.name}: {spec.model.dbt or 'inline SQL'} → {spec.collection} "
             f"(indices: {', '.join(spec.index_names)}; delete: {spec.delete.value}; from {declared.source.location})"
         )
-    if not args.offline:
-        _check_models(project)
-    return 0
+    for line in checks:
+        print(line)
+    return 1 if unreadable else 0
 
 
-def _check_models(project: Project) -> None:
+def _check_models(project: Project) -> tuple[list[str], int]:
     """Check every mapped column exists in its model (raises ConfigError naming file and field).
 
-    A model the warehouse cannot answer yet (e.g. dbt has not built it) is reported, not fatal.
+    Returns a line per sync checked and how many models could not be read, each reported on
+    stderr with the sync and the model (e.g. dbt has not built it yet).
     """
     from orchestration.sync.warehouse import Warehouse, WarehouseError
 
     warehouse = Warehouse(project.spec.warehouse.url)
+    checked, unreadable = [], 0
     try:
         for spec in (declared.spec for declared in project.syncs):
             try:
                 columns = warehouse.columns(project.model_sql(spec))
             except WarehouseError as error:
-                print(f"  sync {spec.name}: columns not checked, the model cannot be read: {error}", file=sys.stderr)
+                print(f"larder: sync {spec.name}: {spec.model_label} cannot be read: {error}\n"
+                      "  (build it first, e.g. dbt build; `larder validate --offline` skips this check)", file=sys.stderr)
+                unreadable += 1
                 continue
             project.check_columns(spec, columns)
-            print(f"  sync {spec.name}: every mapped column is in the model")
+            checked.append(f"  sync {spec.name}: every mapped column is in the model")
     finally:
         warehouse.dispose()
+    return checked, unreadable
 
 
 def _sync(args) -> int:
@@ -172,23 +195,30 @@ def _rehydrate(args) -> int:
     return 0
 
 
-def _state(args):
+def _state(args, project: Project | None = None):
     from orchestration.store.state import StateStore
 
-    store = StateStore(_project(args).spec.state.url)
+    store = StateStore((project or _project(args)).spec.state.url)
     store.create_all()
     return store
 
 
 def _keys_create(args) -> int:
-    store = _state(args)
+    project = _project(args)
+    collections, regions = _split(args.collections), _split(args.regions)
+    unknown = [
+        f"unknown {kind} {name!r} (configured: {', '.join(known) or 'none'})"
+        for kind, names, known in [("collection", collections, project.collection_names),
+                                   ("region", regions, tuple(project.regions))]
+        for name in names or ()
+        if name not in known
+    ]
+    if unknown:
+        print(f"larder: {'; '.join(unknown)}", file=sys.stderr)
+        return 2
+    store = _state(args, project)
     try:
-        key, secret = store.create_key(
-            args.name,
-            collections=_split(args.collections),
-            regions=_split(args.regions),
-            rate_limit=args.rate_limit,
-        )
+        key, secret = store.create_key(args.name, collections=collections, regions=regions, rate_limit=args.rate_limit)
     except ValueError as error:
         print(f"larder: {error}", file=sys.stderr)
         return 2

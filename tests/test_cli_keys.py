@@ -9,9 +9,18 @@ from orchestration.cli import main
 from orchestration.store.state import StateStore, hash_secret
 
 
+PEOPLE = {
+    "name": "people",
+    "model": {"sql": "select 1 as id"},
+    "collection": "people",
+    "primary_index": "id",
+    "fields": [{"column": "id"}],
+}
+
+
 @pytest.fixture
 def config(project_factory, monkeypatch):
-    project = project_factory([])
+    project = project_factory([PEOPLE], collections={"customers": {}})
     monkeypatch.setenv("LARDER_CONFIG", str(project.path))
     return project
 
@@ -49,3 +58,19 @@ def test_a_duplicate_name_or_an_unknown_revocation_is_an_error_with_exit_code_2(
     assert main(["keys", "create", "--name", "app"]) == 2
     assert main(["keys", "revoke", "nobody"]) == 2
     assert "nobody" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--collections", "people,nosuch"], "unknown collection 'nosuch' (configured: people, customers)"),
+        (["--regions", "test,mars"], "unknown region 'mars' (configured: test)"),
+    ],
+)
+def test_create_refuses_an_unknown_collection_or_region_naming_the_known_ones(config, capsys, option, message):
+    assert main(["keys", "create", "--name", "typo", *option]) == 2
+
+    assert message in capsys.readouterr().err
+    store = StateStore(config.spec.state.url)
+    store.create_all()
+    assert store.list_keys() == []

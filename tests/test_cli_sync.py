@@ -30,6 +30,37 @@ def test_validate_checks_mapped_columns_against_the_warehouse(cli, capsys):
     assert main(["--config", str(cli.project.path), "validate", "--offline"]) == 0
 
 
+def test_validate_fails_when_a_model_cannot_be_read_naming_the_sync_and_model(cli, capsys):
+    cli.table("other", COLUMNS, [])
+    cli.configure(SYNC)  # its model reads the table `people`, which does not exist
+
+    assert main(["--config", str(cli.project.path), "validate"]) == 1
+    err = capsys.readouterr().err
+    assert "sync people: inline SQL model of sync 'people' cannot be read: model query failed: Catalog Error" in err
+    assert main(["--config", str(cli.project.path), "validate", "--offline"]) == 0
+
+
+def test_a_typo_in_an_indexed_fields_column_is_reported_as_an_unknown_column(cli, capsys):
+    cli.table("people", COLUMNS, [(1, "Ann", "a@x")])
+    cli.configure(SYNC)
+    (cli.project.path.parent / "syncs" / "people.yaml").write_text(
+        "name: people\nmodel: {sql: select * from people}\ncollection: people\nprimary_index: id\n"
+        "indices: [email]\nfields: [{column: id}, {column: name}, {column: emial}]\n"
+    )
+
+    assert main(["--config", str(cli.project.path), "validate"]) == 2
+    online = capsys.readouterr().err
+    assert main(["--config", str(cli.project.path), "validate", "--offline"]) == 2
+    offline = capsys.readouterr().err
+
+    assert ("syncs/people.yaml: fields[2].column: unknown column 'emial' in inline SQL model of sync 'people' "
+            "(columns: email, id, name)") in online
+    assert "not a mapped top-level field" not in online
+    # Without the warehouse the column cannot be checked; the message points at the likely typo.
+    assert "syncs/people.yaml: indices: index 'email' is not a mapped top-level field" in offline
+    assert "fields[2] maps column 'emial' to 'emial': a typo of 'email'?" in offline
+
+
 def test_validate_reports_a_config_error_with_file_and_field(cli, capsys):
     cli.configure(SYNC)
     (cli.project.path.parent / "syncs" / "people.yaml").write_text(

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
+from orchestration.config.dbt import TemplateRenderedAway, check_meta_templates, stale_sources
 from orchestration.config.liquid import LiquidSyntaxError, parse_template
 from orchestration.config.specs import (
     CollectionSpec,
@@ -29,10 +30,17 @@ from orchestration.config.specs import (
 # The default may not contain '$', '{' or '}', so the innermost reference is replaced first.
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MESSAGE_LOCATION = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): ")
 
 
 class ConfigError(ValueError):
-    """A configuration problem; the message starts with the file or model and the field."""
+    """A configuration problem; the message starts with the file or model and the field.
+
+    `warnings` are what the loader noticed before it failed (e.g. a dbt manifest older than the
+    files it was parsed from), often the reason for the error.
+    """
+
+    warnings: tuple[str, ...] = ()
 
 
 def default_config_path() -> Path:
@@ -66,6 +74,7 @@ class Project:
     spec: ProjectSpec
     syncs: tuple[DeclaredSync, ...]
     dbt_models: dict[str, DbtModelInfo] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # worth telling a user, not errors (see dbt_manifest_warnings)
 
     @property
     def regions(self) -> dict[str, RegionSpec]:
@@ -141,28 +150,39 @@ class Project:
         for i, f in enumerate(spec.fields):
             if f.column is not None and f.column not in available:
                 raise ConfigError(
-                    f"{where}: fields[{i}].column: unknown column {f.column!r} in model "
-                    f"{spec.model.name!r} (columns: {', '.join(sorted(available))})"
+                    f"{where}: fields[{i}].column: unknown column {f.column!r} in {spec.model_label} "
+                    f"(columns: {', '.join(sorted(available))})"
                 )
             if f.liquid is not None:
                 missing = sorted(set(parse_template(f.liquid).global_variables()) - available)
                 if missing:
                     raise ConfigError(
                         f"{where}: fields[{i}].liquid: template reads unknown column(s) "
-                        f"{', '.join(missing)} of model {spec.model.name!r}"
+                        f"{', '.join(missing)} of {spec.model_label}"
                     )
 
 
-def load_project(path: str | Path | None = None) -> Project:
-    """Read and validate a whole project. Raises ConfigError naming the file and field."""
+def load_project(path: str | Path | None = None, *, check_indices: bool = True) -> Project:
+    """Read and validate a whole project. Raises ConfigError naming the file and field.
+
+    `check_indices=False` lets an index that no field maps through: `larder validate` loads so to
+    check the mapped columns against the warehouse first, since a misspelt column is the usual
+    reason an index is not mapped.
+    """
     path = Path(path) if path is not None else default_config_path()
     raw = _read_yaml(path)
     spec = _validate(ProjectSpec, _interpolate(raw, path), str(path))
     spec = _resolve_paths(spec, path.parent)
     dbt_models = _read_dbt_manifest(spec)
-    declared = [*_syncs_from_files(spec, path.parent), *_syncs_from_dbt_meta(spec, dbt_models)]
-    project = Project(path=path, spec=spec, syncs=tuple(declared), dbt_models=dbt_models)
-    _check_project(project)
+    warnings = tuple(dbt_manifest_warnings(spec))
+    context = {"unmapped_indices_allowed": not check_indices}
+    try:
+        declared = [*_syncs_from_files(spec, path.parent, context), *_syncs_from_dbt_meta(spec, dbt_models, context)]
+        project = Project(path=path, spec=spec, syncs=tuple(declared), dbt_models=dbt_models, warnings=warnings)
+        _check_project(project)
+    except ConfigError as error:
+        error.warnings = warnings
+        raise
     return project
 
 
@@ -202,9 +222,9 @@ def _interpolate(value: Any, path: Path) -> Any:
     return value
 
 
-def _validate(model, data: Any, where: str, prefix: str = ""):
+def _validate(model, data: Any, where: str, prefix: str = "", context: dict | None = None):
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as error:
         raise ConfigError(_describe(error, where, prefix)) from None
 
@@ -212,8 +232,11 @@ def _validate(model, data: Any, where: str, prefix: str = ""):
 def _describe(error: ValidationError, where: str, prefix: str = "") -> str:
     problems = []
     for item in error.errors():
-        loc = prefix + _format_loc(item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
+        loc, message = _format_loc(item["loc"]), item["msg"].removeprefix("Value error, ")
+        named = MESSAGE_LOCATION.match(message) if not loc else None
+        if named:  # a model validator names the field its message is about
+            loc, message = named.group(1), message[named.end():]
+        loc = prefix + loc
         problems.append(f"{where}: {loc or '(top level)'}: {message}")
     return "\n".join(problems)
 
@@ -242,7 +265,7 @@ def _resolve_paths(spec: ProjectSpec, base: Path) -> ProjectSpec:
     return spec.model_copy(update={"dbt": dbt})
 
 
-def _syncs_from_files(spec: ProjectSpec, base: Path) -> Iterable[DeclaredSync]:
+def _syncs_from_files(spec: ProjectSpec, base: Path, context: dict) -> Iterable[DeclaredSync]:
     for pattern in spec.syncs:
         for file in sorted(base.glob(pattern)):
             raw = _read_yaml(file)
@@ -252,8 +275,8 @@ def _syncs_from_files(spec: ProjectSpec, base: Path) -> Iterable[DeclaredSync]:
             relative = _display_path(file)
             for i, entry in enumerate(entries):
                 prefix = f"syncs[{i}]." if len(entries) > 1 or "syncs" in raw else ""
-                yield DeclaredSync(
-                    spec=_sync_spec(entry, relative, prefix),
+                yield DeclaredSync.model_construct(  # spec and source are validated already
+                    spec=_sync_spec(entry, relative, prefix, context),
                     source=SyncSource(kind="file", location=relative, entry=prefix),
                 )
 
@@ -265,14 +288,14 @@ def _display_path(file: Path) -> str:
         return str(file)
 
 
-def _sync_spec(entry: Any, where: str, prefix: str, model: dict | None = None) -> SyncSpec:
+def _sync_spec(entry: Any, where: str, prefix: str, context: dict, model: dict | None = None) -> SyncSpec:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: {prefix or '(top level)'}: a sync must be a mapping")
     if model is not None:
         if "model" in entry:
             raise ConfigError(f"{where}: {prefix}model: a sync in dbt meta always reads its own model")
         entry = {**entry, "model": model}
-    spec = _validate(SyncSpec, entry, where, prefix)
+    spec = _validate(SyncSpec, entry, where, prefix, context)
     for i, f in enumerate(spec.fields):
         if f.liquid is not None:
             try:
@@ -301,7 +324,7 @@ def _read_dbt_manifest(spec: ProjectSpec) -> dict[str, DbtModelInfo]:
         return {}
     path = spec.dbt.manifest_path
     if not path.exists():
-        raise ConfigError(f"{path}: dbt manifest missing; run `make manifest` (dbt parse) first")
+        raise ConfigError(f"{path}: dbt manifest missing; run `{dbt_parse_command(spec)}` first")
     manifest = json.loads(path.read_text())
     nodes = {**manifest.get("nodes", {}), **manifest.get("sources", {})}
     models = {}
@@ -312,12 +335,38 @@ def _read_dbt_manifest(spec: ProjectSpec) -> dict[str, DbtModelInfo]:
             name=node["name"],
             unique_id=unique_id,
             relation=f'"{node["schema"]}"."{node.get("alias") or node["name"]}"',
-            file=node.get("patch_path", "").split("://")[-1] or node.get("original_file_path", ""),
+            file=(node.get("patch_path") or "").split("://")[-1] or node.get("original_file_path", ""),
             description=node.get("description", ""),
             columns=tuple(node.get("columns", {})),
             upstream=_upstream(unique_id, nodes),
         )
     return models
+
+
+def dbt_parse_command(spec: ProjectSpec) -> str:
+    """The command that writes the project's dbt manifest."""
+    assert spec.dbt is not None
+    # Larder reads profiles.yml from the project folder by default; dbt would look in ~/.dbt.
+    command = f"dbt parse --project-dir {spec.dbt.project_dir} --profiles-dir {spec.dbt.profiles_dir or spec.dbt.project_dir}"
+    if spec.dbt.target:
+        command += f" --target {spec.dbt.target}"
+    return command
+
+
+def dbt_manifest_warnings(spec: ProjectSpec) -> list[str]:
+    """What a user should hear about the dbt manifest without it being an error: files changed since."""
+    dbt = spec.dbt
+    if dbt is None or not dbt.manifest_path.exists():
+        return []
+    newer = stale_sources(dbt.project_dir, dbt.manifest_path)
+    if not newer:
+        return []
+    names = ", ".join(str(path.relative_to(dbt.project_dir)) for path in newer[:5])
+    more = f" and {len(newer) - 5} more" if len(newer) > 5 else ""
+    return [
+        f"{names}{more} changed after the dbt manifest was written ({dbt.manifest_path}): models and syncs "
+        f"declared there may be stale; run `{dbt_parse_command(spec)}`"
+    ]
 
 
 def _upstream(unique_id: str, nodes: dict[str, dict]) -> tuple[str, ...]:
@@ -332,7 +381,7 @@ def _upstream(unique_id: str, nodes: dict[str, dict]) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-def _syncs_from_dbt_meta(spec: ProjectSpec, models: dict[str, DbtModelInfo]) -> Iterable[DeclaredSync]:
+def _syncs_from_dbt_meta(spec: ProjectSpec, models: dict[str, DbtModelInfo], context: dict) -> Iterable[DeclaredSync]:
     if spec.dbt is None:
         return
     manifest = json.loads(spec.dbt.manifest_path.read_text())
@@ -348,10 +397,15 @@ def _syncs_from_dbt_meta(spec: ProjectSpec, models: dict[str, DbtModelInfo]) -> 
         entries = larder.get("syncs") if isinstance(larder, dict) else None
         if not isinstance(entries, list):
             raise ConfigError(f"{where}: meta.larder.syncs: expected a list of syncs")
+        try:
+            check_meta_templates(entries, model=info.name, patch_path=node.get("patch_path") or "",
+                                 project_dir=spec.dbt.project_dir, parse_command=dbt_parse_command(spec))
+        except TemplateRenderedAway as error:
+            raise ConfigError(f"{where}: {error}") from None
         for i, entry in enumerate(entries):
             prefix = f"meta.larder.syncs[{i}]."
-            yield DeclaredSync(
-                spec=_sync_spec(entry, where, prefix, model={"dbt": info.name}),
+            yield DeclaredSync.model_construct(  # spec and source are validated already
+                spec=_sync_spec(entry, where, prefix, context, model={"dbt": info.name}),
                 source=SyncSource(kind="dbt_meta", location=where, entry=prefix),
             )
 

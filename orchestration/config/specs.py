@@ -6,12 +6,13 @@ Files are parsed into these models by `orchestration.config.load`; everything el
 
 from __future__ import annotations
 
+import difflib
 import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9]{1,64}$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -86,10 +87,6 @@ class ModelRef(Strict):
             raise ValueError("a model takes exactly one of 'dbt' (a dbt model name) or 'sql'")
         return self
 
-    @property
-    def name(self) -> str:
-        return self.dbt if self.dbt is not None else "sql"
-
 
 class ScheduleTrigger(Strict):
     schedule: str = Field(description="cron expression, e.g. '*/15 * * * *'")
@@ -162,30 +159,44 @@ class SyncSpec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _indices_are_top_level_mapped_fields(self) -> "SyncSpec":
+    def _indices_are_top_level_mapped_fields(self, info: ValidationInfo) -> "SyncSpec":
+        # A model validator's error has no location of its own: each message starts with the field
+        # it is about (`indices: ...`), which the loader reports as the location.
         targets = [f.target for f in self.fields]
         duplicates = sorted({t for t in targets if targets.count(t) > 1})
         if duplicates:
             raise ValueError(f"fields: {', '.join(duplicates)} mapped more than once")
-        for index in (self.primary_index, *self.indices):
-            if index not in targets:
-                raise ValueError(
-                    f"index {index!r} is not a mapped top-level field (fields map: {', '.join(targets)})"
-                )
         if self.primary_index in self.indices:
             raise ValueError(f"indices: {self.primary_index!r} is already the primary index")
+        if (info.context or {}).get("unmapped_indices_allowed"):
+            return self
+        for key, index in [("primary_index", self.primary_index), *(("indices", i) for i in self.indices)]:
+            if index not in targets:
+                raise ValueError(
+                    f"{key}: index {index!r} is not a mapped top-level field (fields map: {', '.join(targets)})"
+                    + self._likely_typo(index)
+                )
         return self
+
+    def _likely_typo(self, index: str) -> str:
+        """A field whose column, named like the index, is probably the index's column misspelt."""
+        named_by_column = {f.column: i for i, f in enumerate(self.fields) if f.to is None and f.column}
+        close = difflib.get_close_matches(index, list(named_by_column), n=1, cutoff=0.6)
+        if not close:
+            return ""
+        return f"; fields[{named_by_column[close[0]]}] maps column {close[0]!r} to {close[0]!r}: a typo of {index!r}?"
+
+    @property
+    def model_label(self) -> str:
+        """How errors name the model: `dbt model 'x'` or `inline SQL model of sync 'y'`."""
+        if self.model.dbt is not None:
+            return f"dbt model {self.model.dbt!r}"
+        return f"inline SQL model of sync {self.name!r}"
 
     @property
     def index_names(self) -> tuple[str, ...]:
         """The primary index first, then the extra indices."""
         return (self.primary_index, *self.indices)
-
-    @property
-    def primary_key_column(self) -> str:
-        """The model column that feeds the primary index."""
-        field = next(f for f in self.fields if f.target == self.primary_index)
-        return field.column or field.target
 
 
 class RegionSpec(Strict):

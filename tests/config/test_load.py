@@ -47,8 +47,8 @@ def _error(project_factory, *syncs, **kwargs) -> str:
     ("overrides", "field", "message"),
     [
         ({"collection": "my-people"}, "collection", "must be 1-64 alphanumeric characters"),
-        ({"primary_index": "email"}, "(top level)", "index 'email' is not a mapped top-level field"),
-        ({"indices": ["nickname"]}, "(top level)", "index 'nickname' is not a mapped top-level field"),
+        ({"primary_index": "email"}, "primary_index", "index 'email' is not a mapped top-level field"),
+        ({"indices": ["nickname"]}, "indices", "index 'nickname' is not a mapped top-level field"),
         ({"fields": [{"column": "id"}, {"to": "x", "liquid": "{{ name | upcase "}]}, "fields[1].liquid", "Liquid syntax error"),
         ({"fields": [{"column": "id"}, {"column": "a", "liquid": "x", "to": "b"}]}, "fields[1]", "exactly one of 'column' or 'liquid'"),
         ({"fields": [{"column": "id"}, {"to": "x", "liquid": "1", "type": "date"}]}, "fields[1].type", "Input should be"),
@@ -143,18 +143,19 @@ def test_environment_references_are_interpolated(project_factory, monkeypatch):
 def test_unknown_column_names_the_file_and_field(project_factory):
     project = project_factory([sync(fields=[{"column": "id"}, {"column": "nmae"}, {"to": "x", "liquid": "{{ age }}"}])])
     spec = project.sync("people")
-    with pytest.raises(ConfigError, match=r"syncs/people.yaml: fields\[1\].column: unknown column 'nmae' in model 'sql'"):
+    with pytest.raises(ConfigError, match=r"syncs/people.yaml: fields\[1\].column: unknown column 'nmae' in inline SQL "
+                                          r"model of sync 'people'"):
         project.check_columns(spec, ["id", "name"])
     with pytest.raises(ConfigError, match=r"syncs/people.yaml: fields\[2\].liquid: template reads unknown column\(s\) age"):
         project.check_columns(spec, ["id", "nmae"])
 
 
-def _manifest(tmp_path, meta: dict) -> dict:
+def _manifest(tmp_path, meta: dict, patch_path: str | None = "demo://models/schema.yml") -> dict:
     dbt_dir = tmp_path / "dbt"
     (dbt_dir / "target").mkdir(parents=True, exist_ok=True)
     node = {
         "resource_type": "model", "name": "people_model", "schema": "main", "alias": "people_model",
-        "patch_path": "demo://models/schema.yml", "original_file_path": "models/people_model.sql",
+        "patch_path": patch_path, "original_file_path": "models/people_model.sql",
         "description": "", "columns": {"id": {}, "name": {}}, "depends_on": {"nodes": []},
         "config": {"meta": meta},
     }
@@ -169,6 +170,12 @@ def test_dbt_meta_declares_a_sync_reading_its_own_model(project_factory, tmp_pat
     assert spec.model.dbt == "people_model"
     assert project.model_sql(spec) == 'select * from "main"."people_model"'
     assert project.source_of("from_dbt").kind == "dbt_meta"
+
+
+def test_a_dbt_model_without_a_yaml_file_is_named_by_its_sql_file(project_factory, tmp_path):
+    project = project_factory([], extra=_manifest(tmp_path, {}, patch_path=None))  # dbt writes null
+
+    assert project.dbt_models["people_model"].file == "models/people_model.sql"
 
 
 def test_dbt_meta_errors_name_the_model_and_field(project_factory, tmp_path):
@@ -186,3 +193,11 @@ def test_missing_file_and_invalid_yaml_name_the_file(tmp_path):
     (tmp_path / "larder.yaml").write_text("regions: [unclosed")
     with pytest.raises(ConfigError, match="larder.yaml: invalid YAML"):
         load_project(tmp_path / "larder.yaml")
+
+
+def test_a_missing_dbt_manifest_says_how_to_parse_that_project(project_factory, tmp_path):
+    (tmp_path / "shop").mkdir()
+    text = _error(project_factory, extra={"dbt": {"project_dir": "shop", "profiles_dir": "profiles"}})
+    assert f"{tmp_path / 'shop' / 'target' / 'manifest.json'}: dbt manifest missing; run " in text
+    assert f"dbt parse --project-dir {tmp_path / 'shop'} --profiles-dir {tmp_path / 'profiles'}" in text
+    assert "make manifest" not in text
