@@ -142,7 +142,8 @@ def _check_models(project: Project) -> tuple[list[str], int]:
                 columns = warehouse.columns(project.model_sql(spec))
             except WarehouseError as error:
                 print(f"larder: sync {spec.name}: {spec.model_label} cannot be read: {error}\n"
-                      "  (build it first, e.g. dbt build; `larder validate --offline` skips this check)", file=sys.stderr)
+                      "  (build it first, e.g. dbt build; `larder validate --offline` skips this check)",
+                      file=sys.stderr)
                 unreadable += 1
                 continue
             project.check_columns(spec, columns)

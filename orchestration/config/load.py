@@ -347,7 +347,8 @@ def dbt_parse_command(spec: ProjectSpec) -> str:
     """The command that writes the project's dbt manifest."""
     assert spec.dbt is not None
     # Larder reads profiles.yml from the project folder by default; dbt would look in ~/.dbt.
-    command = f"dbt parse --project-dir {spec.dbt.project_dir} --profiles-dir {spec.dbt.profiles_dir or spec.dbt.project_dir}"
+    profiles_dir = spec.dbt.profiles_dir or spec.dbt.project_dir
+    command = f"dbt parse --project-dir {spec.dbt.project_dir} --profiles-dir {profiles_dir}"
     if spec.dbt.target:
         command += f" --target {spec.dbt.target}"
     return command

@@ -46,8 +46,8 @@ class DbtShop:
         ))
         (self.models / "people.sql").write_text("select 1 as user_id")
         with duckdb.connect(str(warehouse)) as conn:  # what `dbt build` would leave, without building
-            conn.execute("create or replace table main.people as select * from (values "
-                         "(1, 'Ann', 'rock', 'on_hold'), (2, 'Bob', 'jazz', 'active')) t(user_id, first_name, genre, status)")
+            conn.execute("create or replace table main.people as select * from (values (1, 'Ann', 'rock', 'on_hold'), "
+                         "(2, 'Bob', 'jazz', 'active')) t(user_id, first_name, genre, status)")
 
     @property
     def yaml_file(self) -> Path:
