@@ -181,7 +181,7 @@ class SyncSpec(Strict):
     def _likely_typo(self, index: str) -> str:
         """A field whose column, named like the index, is probably the index's column misspelt."""
         named_by_column = {f.column: i for i, f in enumerate(self.fields) if f.to is None and f.column}
-        close = difflib.get_close_matches(index, list(named_by_column), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(index, list(named_by_column), n=1, cutoff=0.75)
         if not close:
             return ""
         return f"; fields[{named_by_column[close[0]]}] maps column {close[0]!r} to {close[0]!r}: a typo of {index!r}?"

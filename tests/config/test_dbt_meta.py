@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -61,6 +60,10 @@ class DbtShop:
             {"version": 2, "models": [{"name": "people", "config": {"meta": {"larder": {"syncs": [sync]}}}}]},
             sort_keys=False, width=1000,
         ))
+
+    def dated_after_manifest(self, path: Path) -> None:
+        later = (self.dir / "target" / "manifest.json").stat().st_mtime + 60
+        os.utime(path, (later, later))
 
     def parse(self) -> subprocess.CompletedProcess:
         dbt = Path(sys.executable).with_name("dbt")
@@ -123,8 +126,8 @@ def test_liquid_written_bare_is_rendered_away_by_dbt_and_refused_with_the_fix(sh
 def test_a_filter_written_bare_breaks_dbt_parse_and_the_old_manifest_is_not_served(shop, project_factory, capsys):
     shop.declare(raw(GREETING))
     shop.parsed()
-    time.sleep(0.01)  # the edit is newer than the manifest on any filesystem clock
     shop.declare(GREETING, STATUS)
+    shop.dated_after_manifest(shop.yaml_file)  # whatever the filesystem's clock resolution
 
     broken = shop.parse()
     text = load_error(project_factory)
