@@ -89,9 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _project(args) -> Project:
+def _project(args, *, check_indices: bool = True) -> Project:
     """The project of `--config` (or the default); warnings about its dbt manifest go to stderr."""
-    project = _load(args)
+    project = _load(args, check_indices=check_indices)
     _warn(project.warnings)
     return project
 
@@ -110,10 +110,12 @@ def _load(args, *, check_indices: bool = True) -> Project:
 def _validate(args) -> int:
     checks: list[str] = []
     unreadable = 0
-    if not args.offline:
+    if args.offline:
+        project = _project(args)
+    else:
         # Columns first: a misspelt column is the usual reason an index is "not a mapped field".
-        checks, unreadable = _check_models(_load(args, check_indices=False))
-    project = _project(args)
+        checks, unreadable = _check_models(_project(args, check_indices=False))
+        project = _load(args)
     print(f"{project.path}: ok")
     for declared in project.syncs:
         spec = declared.spec

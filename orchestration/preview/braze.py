@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,7 +34,7 @@ import orjson
 import requests
 from liquid import Environment
 from liquid.ast import Node
-from liquid.builtin.expressions.primitive import Identifier
+from liquid.builtin.expressions import Identifier
 from liquid.exceptions import LiquidError
 from liquid.tag import Tag
 from liquid.token import TOKEN_EXPRESSION, TOKEN_TAG
@@ -91,7 +91,7 @@ class Preview:
     """A rendered message and what Braze would have done silently (missing variables, failed calls)."""
 
     text: str
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
 
 class ConnectedContentNode(Node):
