@@ -86,6 +86,7 @@ def init_project(dbt_project: Path, directory: Path, *, profiles_dir: Path | Non
                                                                   distinct=len(models) > 1)
     for path, text in files.items():
         _write(path, text, force=force)
+    (directory / ".larder").mkdir(exist_ok=True)  # the default runtime folder: the SQLite state goes there
     try:
         project = load_project(directory / "larder.yaml")
     except ConfigError as error:
