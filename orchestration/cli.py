@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a region's API with gunicorn")
     serve.add_argument("--region", required=True)
     serve.add_argument("--bind", help="host:port (default: the region's host and port)")
-    serve.add_argument("--workers", type=int, help="gunicorn workers (default: 2 × cores)")
+    serve.add_argument("--workers", type=int, help="gunicorn sync workers (default: $LARDER_WORKERS, else cores + 1)")
     serve.add_argument("--pid", help="pid file")
     serve.set_defaults(run=_serve)
 
@@ -89,7 +89,7 @@ def _add_stack_commands(commands) -> None:
                       help="the dbt project (the folder holding dbt_project.yml)")
     init.add_argument("--dir", type=Path, default=Path("larder"),
                       help="where to write the Larder project (default: ./larder)")
-    init.add_argument("--profiles-dir", type=Path,
+    init.add_argument("--profiles-dir", type=Path, metavar="DIR",
                       help="where profiles.yml is (default: as dbt looks: $DBT_PROFILES_DIR, the project, ~/.dbt)")
     init.add_argument("--target", help="the dbt target whose warehouse Larder reads (default: the profile's)")
     init.add_argument("--force", action="store_true", help="overwrite files that already exist")
@@ -97,7 +97,7 @@ def _add_stack_commands(commands) -> None:
 
     up = commands.add_parser("up", help="start a project (the demo by default): memcached, dbt + syncs, APIs, Dagster UI")
     _config_option(up)
-    up.add_argument("--dagster-port", type=int, default=int(os.environ.get("LARDER_DAGSTER_PORT", "3000")),
+    up.add_argument("--dagster-port", type=int, metavar="PORT", default=int(os.environ.get("LARDER_DAGSTER_PORT", "3000")),
                     help="port of the Dagster UI (default: $LARDER_DAGSTER_PORT or 3000)")
     up.add_argument("--detach", action="store_true", help="return once everything is ready")
     up.set_defaults(run=lambda args: _devstack().up(config=args.config, dagster_port=args.dagster_port,
@@ -110,7 +110,7 @@ def _add_stack_commands(commands) -> None:
     watch = commands.add_parser("watch", help="reload Dagster's code location when the configuration changes "
                                               "(`larder up` runs it)")
     _config_option(watch)
-    watch.add_argument("--dagster-url", required=True, help="the Dagster webserver, e.g. http://127.0.0.1:3000")
+    watch.add_argument("--dagster-url", required=True, metavar="URL", help="the Dagster webserver, e.g. http://127.0.0.1:3000")
     watch.set_defaults(run=lambda args: _devstack().watch(config=args.config, dagster_url=args.dagster_url))
 
 
