@@ -133,7 +133,9 @@ def down(*, config: Path | None = None, quiet: bool = False) -> int:
     paths = Paths(home_for(_use_config(config)))
     started = _read_pid_files(paths)
     up_pid = started.pop(UP, None)
-    if up_pid is not None and up_pid != os.getpid():
+    if up_pid is not None and (up_pid == os.getpid() or not _is_larder_up(up_pid)):
+        up_pid = None  # ourselves, or a stale pid file whose number another process now has
+    if up_pid is not None:
         _signal(up_pid, signal.SIGTERM, group=False)  # `up` stops its children too and exits
     for pid in started.values():
         _signal(pid, signal.SIGTERM, group=True)
@@ -146,7 +148,7 @@ def down(*, config: Path | None = None, quiet: bool = False) -> int:
         if pid in live:
             _signal(pid, signal.SIGKILL, group=True)
     _reap_children()
-    if up_pid is not None and up_pid != os.getpid():
+    if up_pid is not None:
         _wait_for_exit(up_pid, STOP_SECONDS)
     for name in [*started, UP]:
         paths.pid_file(name).unlink(missing_ok=True)
@@ -387,7 +389,20 @@ def _still_running(groups: dict[str, int], up_pid: int | None) -> bool:
     live = _live_groups(groups.values())
     if any(pid in live for pid in groups.values()):
         return True
-    return up_pid is not None and up_pid != os.getpid() and _alive(up_pid)
+    return up_pid is not None and _alive(up_pid)
+
+
+def _is_larder_up(pid: int) -> bool:
+    """Whether `pid` runs `larder up` (where /proc cannot tell, assume it does)."""
+    if not Path("/proc").is_dir():
+        return True
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return b"up" in arguments
 
 
 def _live_groups(candidates=()) -> set[int]:

@@ -160,3 +160,39 @@ def group_running(pgid: int) -> bool:
         if fields[2] == str(pgid) and fields[0] != "Z":
             return True
     return False
+
+
+def test_up_refuses_a_port_another_stack_holds_before_starting_anything(project_factory, tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    project = project_factory([], extra={"regions": {"main": {"servers": [f"127.0.0.1:{free_port()}"], "port": port}}})
+    env = {k: v for k, v in os.environ.items() if k not in OUTSIDE}
+    try:
+        result = subprocess.run([sys.executable, "-m", "orchestration.cli", "up", "--config", str(project.path),
+                                 "--dagster-port", str(free_port())], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        taken.close()
+
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port}, for the API main, is already in use" in result.stderr
+    assert list((tmp_path / ".larder" / "run").glob("*.pid")) == []
+
+
+def test_down_leaves_alone_a_process_that_took_the_number_of_a_stale_up_pid_file(tmp_path):
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = tmp_path / ".larder" / "run"
+    run.mkdir(parents=True)
+    (run / "up.pid").write_text(f"{bystander.pid}\n")
+    (tmp_path / "larder.yaml").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in OUTSIDE}
+    try:
+        down = subprocess.run([sys.executable, "-m", "orchestration.cli", "down", "--config", str(tmp_path / "larder.yaml")],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert bystander.poll() is None
+        assert not (run / "up.pid").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
