@@ -341,8 +341,7 @@ def _local_key(project: Project, paths: Paths) -> str:
 def _spawn(paths: Paths, name: str, command: list[str], env: dict[str, str]) -> None:
     log_file = open(paths.logs / f"{name}.log", "ab")
     process = subprocess.Popen(
-        command,
-        cwd=paths.home,
+        command,  # in `up`'s working directory: a relative path in a URL means the same to every process
         env={**os.environ, **env},
         stdout=log_file,
         stderr=subprocess.STDOUT,

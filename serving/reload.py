@@ -24,6 +24,7 @@ from orchestration.config.changes import POLL_SECONDS, Fingerprint, ProjectWatch
 from orchestration.config.load import ConfigError, Project, load_project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
+from serving.auth import KeyRing
 
 log = logging.getLogger("larder.api")
 
@@ -46,7 +47,6 @@ class ConfigStatus:
     def detail(self) -> dict[str, Any]:
         failure = self._watcher.failure if self._watcher is not None else None
         detail: dict[str, Any] = {
-            "path": str(self._project.path),
             "loaded_at": round(self._loaded_at, 3),
             "syncs": len(self._project.syncs),
             "status": "current" if failure is None else "stale",
@@ -62,15 +62,13 @@ class Collaborators:
 
     state: StateStore
     cache: RecordCache
-    keyring: Any  # serving.auth.KeyRing
+    keyring: KeyRing
     state_url: str
     servers: tuple[str, ...]
     key_refresh_seconds: float
 
     @classmethod
     def build(cls, project: Project, region: str) -> "Collaborators":
-        from serving.auth import KeyRing
-
         state = StateStore(project.spec.state.url)
         return cls(
             state=state,
@@ -83,8 +81,6 @@ class Collaborators:
 
     def for_project(self, project: Project, region: str) -> tuple["Collaborators", list[Any]]:
         """The collaborators `project` needs (these where its settings did not change) and those it retires."""
-        from serving.auth import KeyRing
-
         state, cache, keyring = self.state, self.cache, self.keyring
         retired: list[Any] = []
         if project.spec.state.url != self.state_url:
