@@ -148,7 +148,7 @@ def test_a_warehouse_larder_cannot_read_is_a_clear_error(tmp_path):
         warehouse_url(read_dbt_target(dbt_project, profiles_dir=None, target=None))
 
 
-def poll(ask, until, seconds: float = 20.0):
+def poll(ask, until, seconds: float = 60.0):
     deadline = time.monotonic() + seconds
     while True:
         try:
