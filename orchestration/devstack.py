@@ -45,7 +45,7 @@ CODE_LOCATION = "larder"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 READY_TIMEOUT_SECONDS = 180
 # `down` waits this long for every process to exit after SIGTERM, then kills what is left.
-STOP_SECONDS = 8.0
+STOP_SECONDS = 7.0
 DEFAULT_INSTANCE = Path(__file__).resolve().parent / "dagster.yaml"
 UP = "up"  # the pid file of `larder up` itself
 
