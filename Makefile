@@ -10,13 +10,17 @@ export LARDER_WAREHOUSE_PATH ?= $(LARDER_HOME)/warehouse.duckdb
 export DAGSTER_HOME ?= $(LARDER_HOME)/dagster
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run stop test bench manifest memcached install lint clean
+.PHONY: run stop test bench manifest memcached install lint clean docs
 
 run: install memcached manifest
 	$(BIN)/larder up
 
 stop:
 	@if [ -x $(BIN)/larder ]; then $(BIN)/larder down; else echo "nothing to stop"; fi
+
+# The README's command reference, from the argument parser (tests/test_cli_reference.py fails when stale).
+docs: install
+	$(BIN)/python -m orchestration.cli_reference
 
 test: install memcached manifest
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -62,16 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(run=_keys_revoke)
 
-    up = commands.add_parser("up", help="start the whole demo: memcached, dbt + syncs, APIs, Dagster UI")
-    up.add_argument("--detach", action="store_true", help="return once everything is ready")
-    up.set_defaults(run=lambda args: _devstack().up(detach=args.detach, config=args.config))
-    down = commands.add_parser("down", help="stop every process `larder up` started")
-    down.set_defaults(run=lambda args: _devstack().down())
+    _add_stack_commands(commands)
 
     serve = commands.add_parser("serve", help="serve a region's API with gunicorn")
     serve.add_argument("--region", required=True)
     serve.add_argument("--bind", help="host:port (default: the region's host and port)")
-    serve.add_argument("--workers", type=int, help="gunicorn workers (default: 2 × cores)")
+    serve.add_argument("--workers", type=int, help="gunicorn sync workers (default: $LARDER_WORKERS, else cores + 1)")
     serve.add_argument("--pid", help="pid file")
     serve.set_defaults(run=_serve)
 
@@ -87,6 +83,55 @@ def _parser() -> argparse.ArgumentParser:
                         help="exit 1 on a warning: a variable not given, a connected_content answer that is not 2xx")
     render.set_defaults(run=_render)
     return parser
+
+
+def _add_stack_commands(commands) -> None:
+    """init, up, down and watch: a project on one machine (orchestration/init.py, orchestration/devstack.py)."""
+    init = commands.add_parser("init", help="write a Larder project for an existing dbt project, then dbt parse")
+    init.add_argument("--dbt-project", type=Path, required=True, metavar="PATH",
+                      help="the dbt project (the folder holding dbt_project.yml)")
+    init.add_argument("--dir", type=Path, default=Path("larder"),
+                      help="where to write the Larder project (default: ./larder)")
+    init.add_argument("--profiles-dir", type=Path, metavar="DIR",
+                      help="where profiles.yml is (default: as dbt looks: $DBT_PROFILES_DIR, the project, ~/.dbt)")
+    init.add_argument("--target", help="the dbt target whose warehouse Larder reads (default: the profile's)")
+    init.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    init.set_defaults(run=_init)
+
+    up = commands.add_parser("up", help="start a project (the demo by default): memcached, dbt + syncs, APIs, Dagster UI")
+    _config_option(up)
+    up.add_argument("--dagster-port", type=int, metavar="PORT", default=int(os.environ.get("LARDER_DAGSTER_PORT", "3000")),
+                    help="port of the Dagster UI (default: $LARDER_DAGSTER_PORT or 3000)")
+    up.add_argument("--detach", action="store_true", help="return once everything is ready")
+    up.set_defaults(run=lambda args: _devstack().up(config=args.config, dagster_port=args.dagster_port,
+                                                    detach=args.detach))
+
+    down = commands.add_parser("down", help="stop every process `larder up` started for the project, from any terminal")
+    _config_option(down)
+    down.set_defaults(run=lambda args: _devstack().down(config=args.config))
+
+    watch = commands.add_parser("watch", help="reload Dagster's code location when the configuration changes "
+                                              "(`larder up` runs it)")
+    _config_option(watch)
+    watch.add_argument("--dagster-url", required=True, metavar="URL", help="the Dagster webserver, e.g. http://127.0.0.1:3000")
+    watch.set_defaults(run=lambda args: _devstack().watch(config=args.config, dagster_url=args.dagster_url))
+
+
+def _config_option(command: argparse.ArgumentParser) -> None:
+    # SUPPRESS: `larder --config X up` keeps working (a sub-command default would overwrite it).
+    command.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                         help="larder.yaml (default: $LARDER_CONFIG or orchestration/larder.yaml)")
+
+
+def _init(args) -> int:
+    from orchestration.init import InitError, init_project
+
+    try:
+        return init_project(args.dbt_project, args.dir, profiles_dir=args.profiles_dir, target=args.target,
+                            force=args.force)
+    except InitError as error:
+        print(f"larder: {error}", file=sys.stderr)
+        return 2
 
 
 def _project(args, *, check_indices: bool = True) -> Project:

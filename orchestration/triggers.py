@@ -12,8 +12,13 @@ from orchestration.config.load import Project
 from orchestration.config.specs import ScheduleTrigger, UpstreamTrigger
 from orchestration.jobs import DBT_JOB_NAME, sync_job_name
 
-# Run as soon as any upstream (the model, then its dbt parents) has been updated.
-ON_UPSTREAM_CHANGE = dg.AutomationCondition.eager()
+# Run as soon as any upstream (the model, then its dbt parents) has been updated, and once when the
+# asset is new. `eager()` alone counts its first evaluation as "handled" (so adding it to a
+# deployment does not run everything missing): a sync added to a running stack whose dbt model does
+# not change would never run. Here only a request or a materialization counts as handled.
+ON_UPSTREAM_CHANGE = dg.AutomationCondition.eager().replace(
+    "handled", dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+).with_label("on_upstream_change")
 AUTOMATION_INTERVAL_SECONDS = 5
 # Production dbt projects rebuild daily; off until a team turns it on in the UI.
 DBT_BUILD_SCHEDULE = "0 5 * * *"

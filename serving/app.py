@@ -7,7 +7,7 @@ import os
 import falcon
 import orjson
 
-from orchestration.config.load import Project, load_project
+from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from serving import errors
@@ -17,19 +17,28 @@ from serving.lineage import CollectionsResource, LineageResource, SyncRunsResour
 from serving.metrics import MetricsMiddleware, MetricsResource
 from serving.openapi import OpenApiResource, build_document
 from serving.records import BatchResource, CollectionIndex, RecordResource, RecordSource
+from serving.reload import ConfigStatus, ReloadingApp, reloading_app
 
 RECORD_ROUTE = "/v1/collections/{collection}/records/{index_key}/{index_value:path}"
 BATCH_ROUTE = "/v1/collections/{collection}/records/{index_key}"
 
 
-def create_app(project: Project, region: str, *, state: StateStore | None = None, cache: RecordCache | None = None) -> falcon.App:
-    """The API serving `region` of `project`; collaborators may be passed in (tests) or are built."""
+def create_app(
+    project: Project,
+    region: str,
+    *,
+    state: StateStore | None = None,
+    cache: RecordCache | None = None,
+    keyring: KeyRing | None = None,
+    config_status: ConfigStatus | None = None,
+) -> falcon.App:
+    """The API serving `region` of `project`; collaborators may be passed in (tests, reloads) or are built."""
     if region not in project.regions:
         raise ValueError(f"unknown region {region!r} (configured: {', '.join(project.regions)})")
     api = project.spec.api
     state = state or StateStore(project.spec.state.url)
     cache = cache or RecordCache(project.regions[region].servers)
-    keyring = KeyRing(state, refresh_seconds=api.key_refresh_seconds)
+    keyring = keyring or KeyRing(state, refresh_seconds=api.key_refresh_seconds)
 
     app = falcon.App(middleware=[
         MetricsMiddleware(project.collection_names),
@@ -52,12 +61,11 @@ def create_app(project: Project, region: str, *, state: StateStore | None = None
     app.add_route("/openapi.json", OpenApiResource(build_document(project, region)))
     app.add_route("/metrics", MetricsResource())
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadinessResource(cache, region))
+    app.add_route("/readyz", ReadinessResource(cache, region, config_status))
     return app
 
 
-def get_app() -> falcon.App:
-    """gunicorn's entry point: the project from $LARDER_CONFIG, the region from $LARDER_REGION."""
-    project = load_project()
-    region = os.environ.get("LARDER_REGION") or project.enabled_regions[0]
-    return create_app(project, region)
+def get_app() -> ReloadingApp:
+    """gunicorn's entry point: the project from $LARDER_CONFIG, the region from $LARDER_REGION,
+    rebuilt by itself when the configuration changes (serving/reload.py)."""
+    return reloading_app(os.environ.get("LARDER_REGION"), create_app)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import falcon
 
 from orchestration.store.cache import CacheUnavailable, RecordCache
 from serving import errors
+
+if TYPE_CHECKING:
+    from serving.reload import ConfigStatus
 
 
 class HealthResource:
@@ -16,11 +21,17 @@ class HealthResource:
 
 
 class ReadinessResource:
-    """/readyz: the region's cache answers; 503 with the reason while it does not."""
+    """/readyz: the region's cache answers; 503 with the reason while it does not.
 
-    def __init__(self, cache: RecordCache, region: str):
+    With a configuration status (the served API reloads its configuration), the answer also says
+    which configuration is in use and, when a newer one on disk does not load, why (`"config":
+    {"status": "stale", "error": ...}`): the API stays ready on its last good configuration.
+    """
+
+    def __init__(self, cache: RecordCache, region: str, config_status: "ConfigStatus | None" = None):
         self._cache = cache
         self._region = region
+        self._config_status = config_status
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
@@ -28,3 +39,5 @@ class ReadinessResource:
         except CacheUnavailable as error:
             raise errors.ApiError(falcon.HTTP_503, "not_ready", f"region {self._region!r}: {error}") from error
         resp.media = {"status": "ready", "region": self._region}
+        if self._config_status is not None:
+            resp.media["config"] = self._config_status.detail()

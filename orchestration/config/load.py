@@ -31,6 +31,7 @@ from orchestration.config.specs import (
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MESSAGE_LOCATION = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): ")
+DEMO_CONFIG = REPO_ROOT / "orchestration" / "larder.yaml"
 
 
 class ConfigError(ValueError):
@@ -45,12 +46,25 @@ class ConfigError(ValueError):
 
 def default_config_path() -> Path:
     """`$LARDER_CONFIG`, else the project's orchestration/larder.yaml."""
-    return Path(os.environ.get("LARDER_CONFIG") or REPO_ROOT / "orchestration" / "larder.yaml")
+    return Path(os.environ.get("LARDER_CONFIG") or DEMO_CONFIG)
 
 
 def larder_home() -> Path:
-    """The runtime folder (warehouse file, state, logs): `$LARDER_HOME`, else `.larder/`."""
-    return Path(os.environ.get("LARDER_HOME") or REPO_ROOT / ".larder")
+    """The runtime folder (warehouse file, state, logs) of the default project; see `home_for`."""
+    return home_for(default_config_path())
+
+
+def home_for(config: Path) -> Path:
+    """`$LARDER_HOME`, else `.larder/` beside the project's larder.yaml (the demo's: at the repository root).
+
+    Two projects on one machine thereby keep their state, pid files and Dagster instance apart.
+    """
+    if os.environ.get("LARDER_HOME"):
+        return Path(os.environ["LARDER_HOME"])
+    config = Path(config).resolve()
+    if config == DEMO_CONFIG:
+        return REPO_ROOT / ".larder"
+    return config.parent / ".larder"
 
 
 @dataclass(frozen=True)
@@ -211,7 +225,7 @@ def _interpolate(value: Any, path: Path) -> Any:
         if name in os.environ:
             return os.environ[name]
         if name == "LARDER_HOME":
-            return str(larder_home())
+            return str(home_for(path))
         if default is not None:
             return default
         raise ConfigError(f"{path}: environment variable {name} is not set (referenced as ${{{name}}})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.assets.checks import check_names
+from orchestration.assets.models import model_key
 from orchestration.jobs import rehydrate_job_name, sync_job_name
 
 
@@ -30,10 +31,10 @@ def test_every_dbt_model_is_an_asset_under_the_dbt_prefix(demo):
 def test_each_sync_has_a_model_asset_downstream_of_its_dbt_model_and_a_collection_asset_downstream_of_that(demo):
     graph = demo.defs.resolve_asset_graph()
     for declared in demo.project.syncs:
-        name = declared.spec.name
-        model = graph.get(dg.AssetKey(["model", name]))
-        sync = graph.get(dg.AssetKey(["collection", "customers", name]))
-        assert model.parent_keys == {dg.AssetKey(["dbt", name])}
+        spec = declared.spec
+        model = graph.get(model_key(spec))
+        sync = graph.get(dg.AssetKey(["collection", spec.collection, spec.name]))
+        assert model.parent_keys == ({dg.AssetKey(["dbt", spec.model.dbt])} if spec.model.dbt else set())
         assert sync.parent_keys == {model.key}
 
 
@@ -58,7 +59,7 @@ def test_model_and_sync_assets_are_grouped_by_collection_with_descriptions_and_o
 def test_every_sync_has_its_checks_on_its_model(demo):
     graph = demo.defs.resolve_asset_graph()
     for declared in demo.project.syncs:
-        expected = {dg.AssetCheckKey(dg.AssetKey(["model", declared.spec.name]), n) for n in check_names(declared.spec)}
+        expected = {dg.AssetCheckKey(model_key(declared.spec), n) for n in check_names(declared.spec)}
         assert expected <= graph.asset_check_keys
     assert dg.AssetCheckKey(dg.AssetKey(["model", "customer_profiles"]), "customer_profiles_email_unique") in graph.asset_check_keys
 
@@ -78,4 +79,5 @@ def test_sync_job_selects_its_model_its_sync_and_the_model_checks(demo):
 
 
 def test_sensors_cover_automation_and_each_region_losing_its_cache(demo):
-    assert {s.name for s in demo.defs.sensors} == {"larder_automation", "us_cache_loss", "eu_cache_loss"}
+    expected = {"larder_automation", *(f"{region}_cache_loss" for region in demo.project.enabled_regions)}
+    assert {s.name for s in demo.defs.sensors} == expected

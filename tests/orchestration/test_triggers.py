@@ -68,3 +68,24 @@ def test_the_automation_sensor_ticks_every_five_seconds_and_runs_by_default(demo
     sensor = demo.defs.resolve_sensor_def("larder_automation")
     assert sensor.minimum_interval_seconds == 5
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_a_new_sync_on_upstream_change_runs_its_first_materialization_by_itself(project_factory):
+    """Its upstream need not change: a sync that was never run is run once, and not asked again."""
+    defs = build_definitions(project_factory([sync("follows", {"on_upstream_change": True}), sync("by_hand")]))
+    new_sync = {"model/follows_sql", "collection/follows/follows"}
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    for key in new_sync:
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey.from_user_string(key)))
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+
+    assert requested(defs, first) == new_sync
+    assert requested(defs, second) == set()  # requested once; the run is on its way
+    assert requested(defs, third) == set()
+
+
+def requested(defs: dg.Definitions, result) -> set[str]:
+    return {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(key)}

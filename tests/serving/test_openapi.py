@@ -29,7 +29,7 @@ def test_the_document_describes_every_route_of_the_app(stack):
         "properties"]["error"]["properties"]["code"]["enum"] == [
         "unknown_collection", "unknown_index", "record_not_found", "not_found"]
     assert {p["schema"].get("enum") and tuple(p["schema"]["enum"]) for p in lookup["parameters"]} >= {
-        ("customer", "orders", "customers")}
+        tuple(stack.project.collection_names)}
 
 
 def _routes(app):
