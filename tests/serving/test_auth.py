@@ -123,15 +123,21 @@ def keyring_with_a_key(sqlite_url):
     state = StateStore(sqlite_url)
     state.create_all()
     _, secret = state.create_key("app")
-    return state, KeyRing(state, refresh_seconds=0), secret
+    keyring = KeyRing(state, refresh_seconds=60)
+    keyring.reload()
+    return state, keyring, secret
 
 
 def test_a_remembered_secret_is_refused_once_its_key_is_revoked(sqlite_url):
     state, keyring, secret = keyring_with_a_key(sqlite_url)
     assert keyring.authenticate(secret).name == "app"
-    assert keyring.authenticate(secret).name == "app"  # now remembered by this worker
+    assert keyring.known(secret).name == "app"  # now remembered by this worker
+    keyring.reload()
+    assert keyring.known(secret).name == "app"  # and still, after a reload that finds the key active
 
     state.revoke_key("app")
+    keyring.reload()
+    assert keyring.known(secret) is None
     assert keyring.authenticate(secret) is None
 
 

@@ -1,0 +1,107 @@
+"""The API's reads of the durable state: each bounded in time, refused at once while the store fails.
+
+A sync gunicorn worker answers one request at a time, so a state read that hangs would hold the
+worker, and the cached lookups queued behind it. Each read therefore runs on a small thread pool
+and the request waits at most `deadline` seconds for it. Once a read has failed or timed out,
+reads are refused at once (503 state_unavailable, never a 404) until a background probe finds the
+store answering again, every `retry_after` seconds: a hung store costs each worker one deadline,
+not one per request. The engine's own timeouts (serving/app.py) free a thread stuck on a hung
+connection later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable, TypeVar
+
+import sqlalchemy.exc
+
+from orchestration.store.state import StateStore
+from serving.errors import ThrottledLog, describe_error
+
+log = logging.getLogger("larder.api")
+THROTTLED = ThrottledLog(log)
+
+T = TypeVar("T")
+
+# What a failing store raises: the driver's errors (wrapped by SQLAlchemy), the pool's timeout, sockets.
+STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, OSError)
+
+
+class StateUnavailable(RuntimeError):
+    """The state store did not answer (in time); the message is safe to show and log."""
+
+
+class StateReads:
+    """Runs the API's state reads with a deadline; refuses them while the store is failing."""
+
+    def __init__(self, state: StateStore, *, deadline: float, retry_after: float, threads: int = 4):
+        self._state = state
+        self._deadline = deadline
+        self._retry_after = retry_after
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="larder-state")
+        # Reads in flight: when every thread is stuck on a hung store, a new read is refused, not queued.
+        self._slots = threading.BoundedSemaphore(threads)
+        self._lock = threading.Lock()
+        self._failing = False
+        self._probe: threading.Thread | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self._failing
+
+    def __call__(self, read: Callable[[], T]) -> T:
+        """`read()`'s result, or StateUnavailable within `deadline` seconds."""
+        if self._failing:
+            raise StateUnavailable("the state store is not answering")
+        if not self._slots.acquire(blocking=False):
+            raise StateUnavailable("the state store is not answering (every read is waiting on it)")
+        try:
+            future = self._pool.submit(self._run, read)
+        except RuntimeError as error:  # the pool is shut down (the app is being replaced)
+            self._slots.release()
+            raise StateUnavailable("the state store is not available to this worker") from error
+        try:
+            return future.result(timeout=self._deadline)
+        except FutureTimeout:
+            self._fail(f"no answer within {self._deadline:g} s")
+            raise StateUnavailable(f"the state store did not answer within {self._deadline:g} s") from None
+        except STORE_ERRORS as error:
+            self._fail(describe_error(error))
+            raise StateUnavailable(f"the state store failed to answer ({type(error).__name__})") from error
+
+    def _run(self, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        finally:
+            self._slots.release()
+
+    def _fail(self, what: str) -> None:
+        THROTTLED.warning("state", "state store unavailable: %s; lookups that miss the cache answer 503 "
+                          "until it answers again", what)
+        with self._lock:
+            self._failing = True
+            if self._probe is None:
+                self._probe = threading.Thread(target=self._probe_until_answered, name="larder-state-probe",
+                                               daemon=True)
+                self._probe.start()
+
+    def _probe_until_answered(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self._retry_after):
+            try:
+                self._state.ping()
+            except Exception as error:  # still failing: the next probe is `retry_after` from now
+                THROTTLED.warning("state", "state store unavailable: %s", describe_error(error))
+                continue
+            with self._lock:
+                self._failing = False
+                self._probe = None
+            THROTTLED.recovered("state", "state store answers again")
+            return
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
