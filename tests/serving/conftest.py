@@ -108,13 +108,13 @@ class ApiServer:
         raise TimeoutError(f"gunicorn did not answer: {self.log.read_text()[-2000:]}")
 
     def _workers_ready(self) -> bool:
-        """Every worker has built the app: it runs the key refresher and metrics threads besides its
-        own (the app loads the keys before it starts them). Linux's /proc tells."""
+        """Every worker has built the app: it runs a thread of the app's besides its own (the app
+        loads the keys before it starts any). Linux's /proc tells."""
         pid = self.process.pid
         try:
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             return len(children) == self.workers and all(
-                len(list(Path(f"/proc/{child}/task").iterdir())) >= 3 for child in children)
+                len(list(Path(f"/proc/{child}/task").iterdir())) >= 2 for child in children)
         except FileNotFoundError:  # a worker exited meanwhile
             return False
 

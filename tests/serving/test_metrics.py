@@ -106,3 +106,19 @@ def test_a_tally_lands_in_the_same_buckets_and_sum_as_single_observations():
     assert sample("larder_request_duration_seconds_sum") == pytest.approx(3.0063)
     assert REGISTRY.get_sample_value(
         "larder_requests_total", {"route": route, "method": "GET", "status": "200", "collection": ""}) == 4
+
+
+def test_made_up_http_methods_add_no_series_to_metrics(stack):
+    def other(found) -> float:
+        return sum(v for (name, labels), v in found.items()
+                   if name == "larder_requests_total" and ("method", "OTHER") in labels)
+
+    before = samples(stack)
+    for i in range(40):
+        requests.request(f"MADEUP{i}", stack.api.base + "/v1/collections", timeout=5)
+    after = samples_once(stack, lambda found: other(found) - other(before) >= 40)
+
+    methods = {dict(labels).get("method") for name, labels in after if name == "larder_requests_total"}
+    assert not [m for m in methods if m.startswith("MADEUP")]
+    assert other(after) - other(before) == 40
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"}
