@@ -14,10 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
+from orchestration.store.state import make_engine
+from serving.app import api_state_store
 from tests.serving.conftest import CUSTOMERS, Stack, write_customers
 from tests.serving.tcp_proxy import TcpProxy
 
@@ -177,3 +180,35 @@ def _hammer_during(stack: Stack, ids: list[int], action) -> list[int]:
         for thread in threads:
             thread.join()
     return ids
+
+
+def test_the_api_state_store_gives_up_on_a_server_that_stops_answering(postgres_url, proxy):
+    state = api_state_store(proxied(postgres_url, proxy))
+    state.ping()
+    proxy.freeze()
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            state.ping()  # the pooled connection: no answer within the io timeout, closed
+    finally:
+        proxy.thaw()
+    state.ping()  # a new connection once it answers again
+    state.dispose()
+
+
+def test_statement_timeouts_belong_to_each_engine_and_keep_the_urls_options(postgres_url, sqlite_url):
+    api, sync = make_engine(postgres_url, statement_timeout=0.5), make_engine(postgres_url)
+    try:
+        with api.connect() as conn:
+            assert conn.exec_driver_sql("show statement_timeout").scalar() == "500ms"
+            assert conn.exec_driver_sql("show search_path").scalar().startswith("larder_test_")
+            with pytest.raises(sqlalchemy.exc.OperationalError):
+                conn.exec_driver_sql("select pg_sleep(2)")
+        with sync.connect() as conn:
+            assert conn.exec_driver_sql("show statement_timeout").scalar() == "0"
+    finally:
+        api.dispose()
+        sync.dispose()
+    lite = make_engine(sqlite_url, statement_timeout=0.25)
+    with lite.connect() as conn:
+        assert conn.exec_driver_sql("pragma busy_timeout").scalar() == 250
+    lite.dispose()
