@@ -41,6 +41,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/metrics"})
 # How long a request waits for a worker's first key load before it answers 503 keys_unavailable.
 FIRST_LOAD_WAIT_SECONDS = 1.0
 INVALID_KEYS_WINDOW_SECONDS = 60
+MAX_LOCAL_ADDRESSES = 100_000
 # A worker reserves this share of a key's allowance per second at a time (at least one request).
 RESERVATION_SHARE = 0.01
 
@@ -52,7 +53,7 @@ class KeyRing:
     that ends with the KeyRing (it holds only a weak reference), so a rebuilt app leaves no
     refresher behind. If the state store cannot be read, the last keys stay in use (nobody can
     revoke a key while the state is down either); before the first load, requests wait for it up
-    to FIRST_LOAD_WAIT_SECONDS, then get 503 keys_unavailable.
+    to FIRST_LOAD_WAIT_SECONDS, and get 503 keys_unavailable at once after a first load failed.
 
     A secret that matched is remembered, and carried over to the next load while its key is still
     active, so a key in use is hashed once per worker, and a revoked key's secret is forgotten at
@@ -65,13 +66,13 @@ class KeyRing:
         # (active keys by prefix, secrets that matched → their key), swapped as one on each reload
         # so a secret checked against keys that were just replaced is never remembered for long.
         self._loaded: tuple[dict[str, KeyInfo], dict[str, KeyInfo]] | None = None
-        self._first_load = threading.Event()
+        self._first_attempt = threading.Event()  # set once a load has succeeded or failed
         self._stopped = threading.Event()
 
     def start(self) -> None:
         """Load the keys now (a worker starts serving with them), then every `refresh_seconds` on
         a thread of this process."""
-        _reload_or_warn(self)
+        self.reload_or_warn()
         threading.Thread(
             target=_refresh_forever, args=(weakref.ref(self), self._refresh_seconds, self._stopped),
             name="larder-keys", daemon=True,
@@ -81,7 +82,8 @@ class KeyRing:
         self._stopped.set()
 
     def reload(self) -> None:
-        """Load the active keys from the state store (raises if it cannot be read)."""
+        """Load the active keys from the state store (raises if it cannot be read; `start()` and
+        its thread call this)."""
         active = {key.prefix: key for key in self._state.list_keys(include_revoked=False)}
         verified: dict[str, KeyInfo] = {}
         if self._loaded is not None:
@@ -90,7 +92,18 @@ class KeyRing:
                 if current is not None and current.secret_hash == key.secret_hash:
                     verified[secret] = current
         self._loaded = (active, verified)
-        self._first_load.set()
+
+    def reload_or_warn(self) -> None:
+        """Reload, logging (throttled) a failure instead of raising: the last keys stay in use."""
+        try:
+            self.reload()
+        except Exception as error:
+            THROTTLED.warning("keys", "cannot reload API keys from the state store (%s); the keys loaded last "
+                              "stay in use", describe_error(error))
+        else:
+            THROTTLED.recovered("keys", "API keys reloaded from the state store again")
+        finally:
+            self._first_attempt.set()
 
     def known(self, secret: str) -> KeyInfo | None:
         """The key of a secret that already matched in this worker, else None (no hashing)."""
@@ -117,7 +130,7 @@ class KeyRing:
         return self.known(secret) or self.check(secret)
 
     def _wait_for_first_load(self) -> tuple[dict[str, KeyInfo], dict[str, KeyInfo]]:
-        self._first_load.wait(FIRST_LOAD_WAIT_SECONDS)
+        self._first_attempt.wait(FIRST_LOAD_WAIT_SECONDS)
         loaded = self._loaded
         if loaded is None:
             raise errors.keys_unavailable()
@@ -129,18 +142,8 @@ def _refresh_forever(ring_ref: weakref.ref, interval: float, stopped: threading.
         ring = ring_ref()
         if ring is None:  # the app that owned it was replaced
             return
-        _reload_or_warn(ring)
+        ring.reload_or_warn()
         del ring
-
-
-def _reload_or_warn(ring: KeyRing) -> None:
-    try:
-        ring.reload()
-    except Exception as error:  # keep the last keys; try again after the interval
-        THROTTLED.warning("keys", "cannot reload API keys from the state store (%s); the keys loaded last "
-                          "stay in use", describe_error(error))
-    else:
-        THROTTLED.recovered("keys", "API keys reloaded from the state store again")
 
 
 class TokenBucket:
@@ -269,6 +272,8 @@ class InvalidKeys:
         except CacheUnavailable as error:
             THROTTLED.warning("invalid_keys_cache", "invalid keys counted per worker, the region's cache is "
                               "unreachable: %s", describe_error(error))
+            if len(self._local) > MAX_LOCAL_ADDRESSES:  # addresses made up to fill this worker's memory
+                self._local.clear()
             self._local[address] = count = self._local.get(address, 0) + delta
             return count
 
