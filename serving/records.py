@@ -107,24 +107,32 @@ class RecordSource:
     def _take_back_what_changed(self, added: dict[str, bytes], order: Sequence[str]) -> None:
         """Delete the records just put back that the state no longer holds as they were read.
 
-        A sync may delete (or change) a record after this lookup read it and remove it from the
+        A sync may delete (or re-index) a record after this lookup read it and clear it from the
         cache before the `add` above: the add then puts the old record back, to be served until
         the fallback TTL. Syncs commit the state before they touch the cache, so a read of the
-        state after the add sees any such change; what it shows changed or gone is taken back.
+        state after the add sees any such change; what it shows changed or gone is deleted. The
+        read runs in the background (the answer does not wait for it); when it cannot run, what
+        was put back is deleted at once.
         """
+        if not self._reads.in_background(lambda: self._recheck(added, order)):
+            self._delete_put_back(list(added))
+
+    def _recheck(self, added: dict[str, bytes], order: Sequence[str]) -> None:
         try:
-            now = self._reads(lambda: self._state.records_by_keys(list(added), order))
-        except StateUnavailable:
-            stale = list(added)  # cannot tell: take them all back; the next lookup reads the state again
+            now = self._state.records_by_keys(list(added), order)
+        except Exception as error:  # cannot tell: delete them all; the next lookup reads the state again
+            THROTTLED.warning("recheck", "could not read back records put in the cache: %s", describe_error(error))
+            stale = list(added)
         else:
             stale = [key for key, packed in added.items() if key not in now or now[key][0] != packed]
-        if not stale:
-            return
+        if stale:
+            self._delete_put_back(stale)
+
+    def _delete_put_back(self, keys: list[str]) -> None:
         try:
-            self._cache.delete_many(stale)
+            self._cache.delete_many(keys)
         except CacheUnavailable as error:
-            THROTTLED.warning("take_back", "could not take back a record that changed while it was put back: %s",
-                              describe_error(error))
+            THROTTLED.warning("take_back", "could not delete a record put back in the cache: %s", describe_error(error))
 
 
 class CollectionIndex:

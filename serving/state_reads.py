@@ -73,6 +73,18 @@ class StateReads:
             self._fail(describe_error(error))
             raise StateUnavailable(f"the state store failed to answer ({type(error).__name__})") from error
 
+    def in_background(self, work: Callable[[], None]) -> bool:
+        """Run `work` on the pool without waiting for it; False (and nothing run) while the store
+        is failing or every thread is busy. `work` handles its own errors."""
+        if self._failing or not self._slots.acquire(blocking=False):
+            return False
+        try:
+            self._pool.submit(self._run, work)
+        except RuntimeError:  # the pool is shut down
+            self._slots.release()
+            return False
+        return True
+
     def _run(self, read: Callable[[], T]) -> T:
         try:
             return read()
