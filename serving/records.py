@@ -9,6 +9,7 @@ state unable to answer the answer is 503 state_unavailable, never a false 404.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Sequence
 from urllib.parse import unquote_to_bytes
 
@@ -46,6 +47,9 @@ class RecordSource:
         self._state = state
         self._reads = reads
         self._fallback_ttl = fallback_ttl
+        # pymemcache clients are not thread-safe: the background rechecks get connections of their own.
+        self._recheck_cache = RecordCache(cache.servers)
+        self._recheck_lock = threading.Lock()
         self._order = {c: tuple(s.name for s in project.syncs_for(c)) for c in project.collection_names}
 
     def get(self, collection: str, key: str) -> tuple[bytes | None, str]:
@@ -115,9 +119,10 @@ class RecordSource:
         was put back is deleted at once.
         """
         if not self._reads.in_background(lambda: self._recheck(added, order)):
-            self._delete_put_back(list(added))
+            self._delete_put_back(self._cache, list(added))
 
     def _recheck(self, added: dict[str, bytes], order: Sequence[str]) -> None:
+        """On a thread of the StateReads pool."""
         try:
             now = self._state.records_by_keys(list(added), order)
         except Exception as error:  # cannot tell: delete them all; the next lookup reads the state again
@@ -126,11 +131,12 @@ class RecordSource:
         else:
             stale = [key for key, packed in added.items() if key not in now or now[key][0] != packed]
         if stale:
-            self._delete_put_back(stale)
+            with self._recheck_lock:
+                self._delete_put_back(self._recheck_cache, stale)
 
-    def _delete_put_back(self, keys: list[str]) -> None:
+    def _delete_put_back(self, cache: RecordCache, keys: list[str]) -> None:
         try:
-            self._cache.delete_many(keys)
+            cache.delete_many(keys)
         except CacheUnavailable as error:
             THROTTLED.warning("take_back", "could not delete a record put back in the cache: %s", describe_error(error))
 
