@@ -48,12 +48,12 @@ class LineageResource:
             raise errors.unknown_collection(collection)
         require_collection_scope(req, collection)
         now = time.time()
+        names = [sync["name"] for sync in static["syncs"]]
+        runs = _read_state(self._reads, lambda: [
+            (self._state.last_run(name), self._state.last_run_with_status(name, "succeeded")) for name in names
+        ])  # one bounded read for every sync
         syncs = []
-        for sync in static["syncs"]:
-            last, last_success = _read_state(self._reads, lambda: (
-                self._state.last_run(sync["name"]),
-                self._state.last_run_with_status(sync["name"], "succeeded"),
-            ))
+        for sync, (last, last_success) in zip(static["syncs"], runs):
             syncs.append({
                 **sync,
                 "last_run": _run(last, samples=False),
