@@ -246,7 +246,7 @@ class InvalidKeys:
     def check(self, address: str) -> None:
         """429 too_many_invalid_keys while `address` is over the limit (before its secret is checked)."""
         window, retry_after = self._current_window()
-        if address in self._blocked or self._count(address, window, 0) > self._per_minute:
+        if address in self._blocked or self._count(address, window, 0) >= self._per_minute:
             self._blocked.add(address)
             raise errors.too_many_invalid_keys(retry_after)
 
