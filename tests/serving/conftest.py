@@ -95,6 +95,13 @@ class ApiServer:
                  "--region", self.region, "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
                 env=env, stdout=log, stderr=log,
             )
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_serving(self) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
