@@ -17,6 +17,7 @@ from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import may_read, require_collection_scope
 from serving.records import reject_unknown_parameters
+from serving.state_reads import StateReads, StateUnavailable
 
 MAX_RUNS = 100
 DEFAULT_RUNS = 20
@@ -36,8 +37,9 @@ class CollectionsResource:
 class LineageResource:
     """GET /v1/collections/{collection}/lineage"""
 
-    def __init__(self, project: Project, state: StateStore):
+    def __init__(self, project: Project, state: StateStore, reads: StateReads):
         self._state = state
+        self._reads = reads
         self._static = {name: _lineage(project, name) for name in project.collection_names}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, collection: str) -> None:
@@ -46,12 +48,12 @@ class LineageResource:
             raise errors.unknown_collection(collection)
         require_collection_scope(req, collection)
         now = time.time()
+        names = [sync["name"] for sync in static["syncs"]]
+        runs = _read_state(self._reads, lambda: [
+            (self._state.last_run(name), self._state.last_run_with_status(name, "succeeded")) for name in names
+        ])  # one bounded read for every sync
         syncs = []
-        for sync in static["syncs"]:
-            last, last_success = _read_state(lambda: (
-                self._state.last_run(sync["name"]),
-                self._state.last_run_with_status(sync["name"], "succeeded"),
-            ))
+        for sync, (last, last_success) in zip(static["syncs"], runs):
             syncs.append({
                 **sync,
                 "last_run": _run(last, samples=False),
@@ -64,8 +66,9 @@ class LineageResource:
 class SyncRunsResource:
     """GET /v1/syncs/{sync}/runs?limit=N: recent runs with counts and rejection samples."""
 
-    def __init__(self, project: Project, state: StateStore):
+    def __init__(self, project: Project, state: StateStore, reads: StateReads):
         self._state = state
+        self._reads = reads
         self._collection_of = {d.spec.name: d.spec.collection for d in project.syncs}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, sync: str) -> None:
@@ -75,7 +78,7 @@ class SyncRunsResource:
         require_collection_scope(req, collection)
         reject_unknown_parameters(req, {"limit"})
         limit = _limit(req.get_param("limit"))
-        runs = _read_state(lambda: self._state.recent_runs(sync, limit=limit))
+        runs = _read_state(self._reads, lambda: self._state.recent_runs(sync, limit=limit))
         resp.media = {"sync": sync, "collection": collection, "runs": [_run(run, samples=True) for run in runs]}
 
 
@@ -87,11 +90,11 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
-def _read_state(read):
+def _read_state(reads: StateReads, read):
     try:
-        return read()
-    except Exception as error:  # the state store is unreachable: say so rather than answer half
-        raise errors.state_unavailable(f"the state store is unavailable: {error.__class__.__name__}") from error
+        return reads(read)
+    except StateUnavailable as error:  # say so rather than answer half
+        raise errors.state_unavailable(str(error)) from error
 
 
 def _collection_summary(project: Project, name: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter as Tally
+from http import HTTPStatus
 
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -47,6 +48,12 @@ FALLBACKS = Counter(
 
 UNMATCHED_ROUTE = "unmatched"
 NO_COLLECTION = ""
+# Label values come from known sets only, so no request can add series to /metrics: a method or
+# status outside these is OTHER, a route is one of the app's URI templates (`unmatched` for any
+# other path) and a collection a configured one.
+OTHER = "OTHER"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+KNOWN_STATUSES = {status.value: str(status.value) for status in HTTPStatus}
 
 
 class RequestTally:
@@ -134,8 +141,9 @@ class MetricsMiddleware:
         if started is None:
             return
         collection = req.context.get("collection", NO_COLLECTION)
-        TALLY.request(req.uri_template or UNMATCHED_ROUTE, req.method, str(resp.status_code), collection,
-                      time.perf_counter() - started)
+        method = req.method if req.method in KNOWN_METHODS else OTHER
+        TALLY.request(req.uri_template or UNMATCHED_ROUTE, method,
+                      KNOWN_STATUSES.get(resp.status_code, OTHER), collection, time.perf_counter() - started)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params: dict) -> None:
         # Only configured collections become label values: a typo in a URL must not add a series.

@@ -18,7 +18,11 @@ from serving.records import MAX_BATCH_VALUES
 AUTH_ERRORS = {
     "401": ("The API key is missing or not valid.", ["missing_api_key", "invalid_api_key"]),
     "403": ("The API key may not read this collection or call this region.", ["out_of_scope"]),
-    "429": ("The API key's rate limit is exceeded; see Retry-After.", ["rate_limited"]),
+    "429": (
+        "The API key's rate limit (per region) is exceeded, or this client address sent too many invalid keys "
+        "this minute; see Retry-After.",
+        ["rate_limited", "too_many_invalid_keys"],
+    ),
 }
 KEYS_DOWN = "keys_unavailable"
 
@@ -49,7 +53,9 @@ def build_document(project: Project, region: str) -> dict[str, Any]:
             "description": (
                 f"Region {region!r}. Records synced from the warehouse, served from Memcached. Every 4xx/5xx "
                 'answer is `{"error": {"code", "message"}}` with a stable code; unknown paths answer 404 '
-                "not_found and unsupported methods 405 method_not_allowed."
+                "not_found and unsupported methods 405 method_not_allowed. Cached records are served whatever "
+                "the state store does; what needs the state answers 503 state_unavailable within about a second "
+                "while it hangs or fails."
             ),
         },
         "servers": [{"url": "/"}],
@@ -196,7 +202,7 @@ def _lookup_operation(operation_id: str, summary: str, headers: dict, *, head: b
             **_errors(
                 auth=True,
                 not_found=["unknown_collection", "unknown_index", "record_not_found", "not_found"],
-                unavailable=["cache_unavailable"],
+                unavailable=["state_unavailable"],
                 body=not head,
             ),
         },
@@ -223,9 +229,9 @@ def _batch_operation(operation_id: str, headers: dict, *, post: bool) -> dict[st
             },
             **_errors(
                 auth=True,
-                bad_request=["invalid_values", "invalid_parameter", "bad_request"],
+                bad_request=["invalid_values", "invalid_parameter", "bad_request", *(["unknown_property"] if post else [])],
                 not_found=["unknown_collection", "unknown_index"],
-                unavailable=["cache_unavailable"],
+                unavailable=["state_unavailable"],
                 unsupported_media=post,
             ),
         },
@@ -272,7 +278,9 @@ def _errors(
     if unsupported_media:
         responses["415"] = _error("The body is not application/json.", ["unsupported_media_type"], body=body)
     responses["503"] = _error(
-        "A backing store is unreachable; retry after Retry-After.",
+        "A store did not answer: state_unavailable, the durable state (read when the cache lacks a record, and "
+        "for runs and lineage) did not answer within a second or is failing; keys_unavailable, this worker has "
+        "not loaded the API keys yet. Retry after Retry-After.",
         [*(unavailable or []), KEYS_DOWN] if auth else (unavailable or []),
         body=body,
         retry_after=True,

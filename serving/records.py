@@ -3,13 +3,15 @@
 A record is answered from the region's Memcached when it is there. Otherwise the durable state
 of the last sync decides: the record is put back in the cache and served, or it does not exist
 (404). With the cache down the state answers (`X-Larder-Source: state-cache-down`); with the
-state down too the answer is 503, never a false 404.
+state unable to answer the answer is 503 state_unavailable, never a false 404.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Sequence
+from urllib.parse import unquote_to_bytes
 
 import falcon
 import orjson
@@ -21,11 +23,15 @@ from orchestration.store.keys import index_text, record_key
 from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import require_collection_scope
+from serving.errors import ThrottledLog, describe_error
 from serving.metrics import TALLY
+from serving.state_reads import StateReads, StateUnavailable
 
 log = logging.getLogger("larder.api")
+THROTTLED = ThrottledLog(log)
 
 MAX_BATCH_VALUES = 100
+BATCH_BODY_PROPERTIES = ("values",)
 
 SOURCE_CACHE = "cache"
 SOURCE_STATE = "state"
@@ -35,10 +41,15 @@ SOURCE_STATE_CACHE_DOWN = "state-cache-down"
 class RecordSource:
     """Finds records' packed values: the region's cache, else the state (putting them back)."""
 
-    def __init__(self, project: Project, cache: RecordCache, state: StateStore, *, fallback_ttl: int):
+    def __init__(self, project: Project, cache: RecordCache, state: StateStore, reads: StateReads, *,
+                 fallback_ttl: int):
         self._cache = cache
         self._state = state
+        self._reads = reads
         self._fallback_ttl = fallback_ttl
+        # pymemcache clients are not thread-safe: the background rechecks get connections of their own.
+        self._recheck_cache = RecordCache(cache.servers)
+        self._recheck_lock = threading.Lock()
         self._order = {c: tuple(s.name for s in project.syncs_for(c)) for c in project.collection_names}
 
     def get(self, collection: str, key: str) -> tuple[bytes | None, str]:
@@ -46,7 +57,7 @@ class RecordSource:
         try:
             value = self._cache.get(key)
         except CacheUnavailable as error:
-            log.warning("cache unavailable, answering from state: %s", error)
+            THROTTLED.warning("cache", "cache unavailable, answering from state: %s", describe_error(error))
             TALLY.cache_down(collection)
             return self._from_state(collection, [key], cache_up=False).get(key), SOURCE_STATE_CACHE_DOWN
         if value is not None:
@@ -60,7 +71,7 @@ class RecordSource:
         try:
             found = self._cache.get_many(keys)
         except CacheUnavailable as error:
-            log.warning("cache unavailable, answering a batch from state: %s", error)
+            THROTTLED.warning("cache", "cache unavailable, answering from state: %s", describe_error(error))
             TALLY.cache_down(collection, len(keys))
             return self._from_state(collection, keys, cache_up=False), SOURCE_STATE_CACHE_DOWN
         TALLY.cache_hits(collection, len(found))
@@ -72,23 +83,62 @@ class RecordSource:
         return found, SOURCE_STATE
 
     def _from_state(self, collection: str, keys: Sequence[str], *, cache_up: bool) -> dict[str, bytes]:
+        order = self._order.get(collection, ())
         try:
-            found = self._state.records_by_keys(keys, self._order.get(collection, ()))
-        except Exception as error:  # the state store is down too: that is a 503, never a 404
-            log.error("state store unavailable: %s", error)
-            raise errors.cache_unavailable("the record cache and the state store are both unavailable") from error
-        if cache_up:
-            self._put_back(found.values())
+            found = self._reads(lambda: self._state.records_by_keys(keys, order))
+        except StateUnavailable as error:  # a 503, never a 404: the state alone knows what does not exist
+            raise errors.state_unavailable(
+                f"{error}; the record {'is not in the cache' if cache_up else 'cache is unreachable too'}"
+            ) from error
+        if cache_up and found:
+            self._put_back(found.values(), order)
         return {key: packed for key, (packed, _) in found.items()}
 
-    def _put_back(self, records) -> None:
+    def _put_back(self, records, order: Sequence[str]) -> None:
         # `add`, not `set`: a sync that wrote the key meanwhile wins over this older read.
+        added: dict[str, bytes] = {}
+        by_keys = {tuple(keys): packed for packed, keys in records}  # a record asked by two keys is put back once
         try:
-            for packed, all_keys in records:
-                for key in all_keys:
-                    self._cache.add(key, packed, expire=self._fallback_ttl)
+            for keys, packed in by_keys.items():
+                for key in keys:
+                    if self._cache.add(key, packed, expire=self._fallback_ttl):
+                        added[key] = packed
+        except CacheUnavailable as error:  # serving the record matters more
+            THROTTLED.warning("put_back", "could not put a record back in the cache: %s", describe_error(error))
+        if added:
+            self._take_back_what_changed(added, order)
+
+    def _take_back_what_changed(self, added: dict[str, bytes], order: Sequence[str]) -> None:
+        """Delete the records just put back that the state no longer holds as they were read.
+
+        A sync may delete (or re-index) a record after this lookup read it and clear it from the
+        cache before the `add` above: the add then puts the old record back, to be served until
+        the fallback TTL. Syncs commit the state before they touch the cache, so a read of the
+        state after the add sees any such change; what it shows changed or gone is deleted. The
+        read runs in the background (the answer does not wait for it); when it cannot run, what
+        was put back is deleted at once.
+        """
+        if not self._reads.in_background(lambda: self._recheck(added, order)):
+            self._delete_put_back(self._cache, list(added))
+
+    def _recheck(self, added: dict[str, bytes], order: Sequence[str]) -> None:
+        """On a thread of the StateReads pool."""
+        try:
+            now = self._state.records_by_keys(list(added), order)
+        except Exception as error:  # cannot tell: delete them all; the next lookup reads the state again
+            THROTTLED.warning("recheck", "could not read back records put in the cache: %s", describe_error(error))
+            stale = list(added)
+        else:
+            stale = [key for key, packed in added.items() if key not in now or now[key][0] != packed]
+        if stale:
+            with self._recheck_lock:
+                self._delete_put_back(self._recheck_cache, stale)
+
+    def _delete_put_back(self, cache: RecordCache, keys: list[str]) -> None:
+        try:
+            cache.delete_many(keys)
         except CacheUnavailable as error:
-            log.warning("could not put a record back in the cache: %s", error)  # serving it matters more
+            THROTTLED.warning("take_back", "could not delete a record put back in the cache: %s", describe_error(error))
 
 
 class CollectionIndex:
@@ -159,6 +209,8 @@ class BatchResource:
         self._collections.check(req, collection, index_key)
         reject_unknown_parameters(req, set())
         body = req.get_media()
+        if isinstance(body, dict) and body.keys() - set(BATCH_BODY_PROPERTIES):
+            raise errors.unknown_property(sorted(body.keys() - set(BATCH_BODY_PROPERTIES)), list(BATCH_BODY_PROPERTIES))
         values = body.get("values") if isinstance(body, dict) else None
         if not isinstance(values, list):
             raise errors.invalid_values('send a JSON object {"values": [...]} with up to 100 strings or integers')
@@ -192,6 +244,42 @@ class BatchResource:
         resp.cache_control = self._collections.cache_control[collection]
         resp.set_header("X-Larder-Region", self._region)
         resp.set_header("X-Larder-Source", source)
+
+
+class RawUtf8PathMiddleware:
+    """Reads a path sent with raw (unencoded) UTF-8 as the same path percent-encoded.
+
+    Clients should percent-encode (`/email/zo%C3%AB`), but some send the UTF-8 bytes as they are.
+    gunicorn decodes those bytes as latin-1 and tunnels the result through latin-1 once more, so
+    Falcon sees `ü` sent raw as `Ã¼`. The raw request URI (gunicorn's RAW_URI) tells the two
+    apart: only when it holds non-ASCII bytes is the path rebuilt from it. An ASCII path, every
+    compliant request, costs one `isascii()`.
+    """
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.path.isascii():
+            return
+        raw = req.env.get("RAW_URI")
+        if raw is None or raw.isascii():
+            return
+        path = _path_of_raw_uri(raw)
+        if path is not None:
+            req.path = path
+
+
+def _path_of_raw_uri(raw: str) -> str | None:
+    """The path of a request URI as gunicorn received it (bytes as latin-1), or None if not UTF-8."""
+    try:
+        target = raw.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    path = target.split(b"?", 1)[0].split(b"#", 1)[0]
+    if not path.startswith(b"/"):  # absolute form: http://host/path
+        path = b"/" + path.split(b"://", 1)[-1].partition(b"/")[2]
+    try:
+        return unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def reject_unknown_parameters(req: falcon.Request, known: set[str]) -> None:

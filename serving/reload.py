@@ -25,6 +25,7 @@ from orchestration.config.load import ConfigError, Project, load_project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from serving.auth import KeyRing
+from serving.state_reads import StateReads, api_state_reads, api_state_store
 
 log = logging.getLogger("larder.api")
 
@@ -63,17 +64,19 @@ class Collaborators:
     state: StateStore
     cache: RecordCache
     keyring: KeyRing
+    reads: StateReads
     state_url: str
     servers: tuple[str, ...]
     key_refresh_seconds: float
 
     @classmethod
     def build(cls, project: Project, region: str) -> "Collaborators":
-        state = StateStore(project.spec.state.url)
+        state = api_state_store(project.spec.state.url)
         return cls(
             state=state,
             cache=RecordCache(project.regions[region].servers),
-            keyring=KeyRing(state, refresh_seconds=project.spec.api.key_refresh_seconds),
+            keyring=_started_keyring(state, project),
+            reads=api_state_reads(state),
             state_url=project.spec.state.url,
             servers=tuple(project.regions[region].servers),
             key_refresh_seconds=project.spec.api.key_refresh_seconds,
@@ -81,18 +84,20 @@ class Collaborators:
 
     def for_project(self, project: Project, region: str) -> tuple["Collaborators", list[Any]]:
         """The collaborators `project` needs (these where its settings did not change) and those it retires."""
-        state, cache, keyring = self.state, self.cache, self.keyring
+        state, cache, keyring, reads = self.state, self.cache, self.keyring, self.reads
         retired: list[Any] = []
         if project.spec.state.url != self.state_url:
-            state = StateStore(project.spec.state.url)
-            retired.append(self.state)
+            state = api_state_store(project.spec.state.url)
+            reads = api_state_reads(state)
+            retired += [self.state, self.reads]
         if tuple(project.regions[region].servers) != self.servers:
             cache = RecordCache(project.regions[region].servers)
             retired.append(self.cache)
         if state is not self.state or project.spec.api.key_refresh_seconds != self.key_refresh_seconds:
-            keyring = KeyRing(state, refresh_seconds=project.spec.api.key_refresh_seconds)
+            keyring = _started_keyring(state, project)
+            retired.append(self.keyring)
         return Collaborators(
-            state=state, cache=cache, keyring=keyring, state_url=project.spec.state.url,
+            state=state, cache=cache, keyring=keyring, reads=reads, state_url=project.spec.state.url,
             servers=tuple(project.regions[region].servers),
             key_refresh_seconds=project.spec.api.key_refresh_seconds,
         ), retired
@@ -123,7 +128,7 @@ class ReloadingApp:
     def _build_app(self, project: Project, collaborators: Collaborators):
         return self._build(
             project, self._region, state=collaborators.state, cache=collaborators.cache,
-            keyring=collaborators.keyring, config_status=self.status,
+            keyring=collaborators.keyring, reads=collaborators.reads, config_status=self.status,
         )
 
     def _swap(self, project: Project) -> None:
@@ -147,9 +152,20 @@ class ReloadingApp:
     def _close(things: list[Any]) -> None:
         for thing in things:
             try:
-                thing.dispose() if isinstance(thing, StateStore) else thing.close()
+                if isinstance(thing, StateStore):
+                    thing.dispose()
+                elif isinstance(thing, KeyRing):
+                    thing.stop()
+                else:
+                    thing.close()
             except Exception as error:
                 log.warning("closing a replaced connection failed: %s", error)
+
+
+def _started_keyring(state: StateStore, project: Project) -> KeyRing:
+    keyring = KeyRing(state, refresh_seconds=project.spec.api.key_refresh_seconds)
+    keyring.start()
+    return keyring
 
 
 # In the gunicorn master: the latest configuration that loaded, kept current by a watcher of its own.

@@ -7,6 +7,7 @@ Files are parsed into these models by `orchestration.config.load`; everything el
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from enum import Enum
 from pathlib import Path
@@ -245,6 +246,20 @@ class ApiSpec(Strict):
     key_refresh_seconds: Annotated[float, Field(gt=0, le=5)] = 2.0
     rate_limit_per_second: Annotated[float, Field(gt=0)] | None = None
     fallback_ttl_seconds: Annotated[int, Field(ge=0)] = 3600
+    # Failed key checks an address may make per minute before it gets 429 (a brake on guessing).
+    invalid_keys_per_minute: Annotated[int, Field(gt=0)] = 300
+    # Peers whose X-Forwarded-For names the client (addresses or CIDR networks): the proxies in front.
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as error:
+                raise ValueError(f"{entry!r} is not an IP address or network: {error}") from None
+        return entries
 
 
 class Defaults(Strict):

@@ -126,6 +126,20 @@ class RecordCache:
         except (OSError, MemcacheError) as error:
             raise CacheUnavailable(f"memcached add failed: {error}") from error
 
+    def incr(self, key: str, delta: int, *, expire: int) -> int:
+        """Add `delta` to the counter at `key`, creating it (expiring after `expire` s) if absent;
+        the new total. Counters of the API's rate limits, shared by every worker of the region."""
+        client = self._client_for(key)
+        try:
+            total = client.incr(key, delta, noreply=False)
+            if total is None:
+                if client.add(key, str(delta).encode("ascii"), expire=expire, noreply=False):
+                    return delta
+                total = client.incr(key, delta, noreply=False)  # another worker created it meanwhile
+        except (OSError, MemcacheError) as error:
+            raise CacheUnavailable(f"memcached incr failed: {type(error).__name__}") from error
+        return int(total) if total is not None else delta
+
     def delete_many(self, keys: Iterable[str]) -> None:
         try:
             for client, group in self._by_client(keys).items():

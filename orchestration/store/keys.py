@@ -53,3 +53,9 @@ def index_text(value: object) -> str | None:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
+
+
+def counter_key(kind: str, subject: str, window: int) -> str:
+    """The key of an API counter: `kind` (rate, attempts), who it counts (an API key's prefix, a
+    client address) and the window it counts in (its first epoch second)."""
+    return f"{KEY_VERSION}:_larder:{kind}:{subject}:{window}"

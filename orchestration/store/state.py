@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import operator
 import secrets
 import time
@@ -179,10 +180,35 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the state URL; SQLite gets WAL so the API reads while a sync writes."""
+# The sync engine's defaults: a run's statements may be long (a snapshot of a million rows), and
+# it waits for locks a concurrent run holds. The API passes far shorter bounds (serving/app.py).
+SYNC_CONNECT_TIMEOUT = 10.0
+SYNC_BUSY_TIMEOUT = 30.0
+
+
+def make_engine(
+    url: str,
+    *,
+    connect_timeout: float = SYNC_CONNECT_TIMEOUT,
+    statement_timeout: float | None = None,
+    io_timeout: float | None = None,
+) -> Engine:
+    """An engine for the state URL, with bounds on how long any use of it may wait.
+
+    - `connect_timeout`: seconds to open a connection (Postgres: libpq's `connect_timeout`, at
+      least 2; SQLite opens files at once).
+    - `statement_timeout`: seconds a statement may run on the server (Postgres: its
+      `statement_timeout`; SQLite: how long to wait for a lock, the busy timeout, 30 s if None).
+      None leaves Postgres' own setting.
+    - `io_timeout` (Postgres): seconds the client waits for each answer of the server before it
+      closes the connection and raises; a server that accepts connections and never answers
+      (partitioned, frozen) cannot cancel statements itself. None waits as long as it takes.
+
+    SQLite gets WAL so the API reads while a sync writes.
+    """
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        busy_timeout = statement_timeout if statement_timeout is not None else SYNC_BUSY_TIMEOUT
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -191,11 +217,50 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             # 64 MB of page cache (default 2 MB): a sync's inserts land all over the key indexes.
             cursor.execute("PRAGMA cache_size=-65536")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        _bound_postgres(engine, connect_timeout, statement_timeout, io_timeout)
+    return engine
+
+
+def _bound_postgres(engine: Engine, connect_timeout: float, statement_timeout: float | None,
+                    io_timeout: float | None) -> None:
+    connection_class = _connection_with_io_timeout(io_timeout) if io_timeout is not None else None
+
+    @event.listens_for(engine, "do_connect")
+    def _connect_with_timeouts(dialect, _record, cargs, cparams):
+        cparams["connect_timeout"] = max(2, math.ceil(connect_timeout))  # libpq's minimum is 2 s
+        if statement_timeout is not None:
+            # Appended to any options of the URL (e.g. a search_path): the last setting wins.
+            setting = f"-c statement_timeout={max(1, int(statement_timeout * 1000))}"
+            cparams["options"] = f"{cparams.get('options', '')} {setting}".strip()
+        if connection_class is not None:
+            return connection_class.connect(*cargs, **cparams)
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _connection_with_io_timeout(io_timeout: float):
+    """A psycopg connection class whose every wait for the server gives up after `io_timeout` s."""
+    import psycopg
+
+    # psycopg raises this (an OperationalError) when a wait's timeout expires.
+    wait_timeout = getattr(psycopg.errors, "_WaitTimeout", psycopg.OperationalError)
+
+    class ConnectionWithIoTimeout(psycopg.Connection):
+        def wait(self, gen, interval=0.1, timeout=None):
+            try:
+                return super().wait(gen, interval=interval, timeout=io_timeout if timeout is None else timeout)
+            except wait_timeout:
+                # Mid-exchange: the connection's state is unknown, so it is closed (the pool drops it).
+                self.close()
+                raise psycopg.OperationalError(f"the state store did not answer within {io_timeout:g} s") from None
+
+    return ConnectionWithIoTimeout
 
 
 def merge_fields(rows: Iterable[bytes]) -> dict[str, Any]:
@@ -230,6 +295,11 @@ class StateStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """Raise unless the state store answers a trivial query."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
 
     def begin(self):
         return self.engine.begin()

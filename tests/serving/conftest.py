@@ -95,16 +95,35 @@ class ApiServer:
                  "--region", self.region, "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
                 env=env, stdout=log, stderr=log,
             )
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_serving(self) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
             try:
-                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200 and self._workers_ready():
                     return
             except requests.RequestException:  # not listening yet, or workers still importing
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise TimeoutError(f"gunicorn did not answer: {self.log.read_text()[-2000:]}")
+
+    def _workers_ready(self) -> bool:
+        """Every worker has built the app: it runs a thread of the app's besides its own (the app
+        loads the keys before it starts any). Linux's /proc tells."""
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            return len(children) == self.workers and all(
+                len(list(Path(f"/proc/{child}/task").iterdir())) >= 2 for child in children)
+        except FileNotFoundError:  # a worker exited meanwhile
+            return False
 
     def stop(self) -> None:
         if self.process is not None:
@@ -116,12 +135,17 @@ class ApiServer:
 class Stack:
     """A project with synced customers, two regions' memcached, a key, and region us served."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, state_url: str | None = None, api_state_url: str | None = None,
+                 workers: int = 2):
+        """`state_url` is the state the syncs write (SQLite by default); the API reads it through
+        `api_state_url` when given (a proxy in front of the same database)."""
         self.root = root
         self.warehouse = root / "warehouse.duckdb"
         self.us, self.eu = MemcachedProcess(), MemcachedProcess()
         self.factory = ProjectFactory(root, warehouse_url=f"duckdb:///{self.warehouse}",
-                                      state_url=f"sqlite:///{root / 'state.db'}")
+                                      state_url=state_url or f"sqlite:///{root / 'state.db'}")
+        self.api_state_url = api_state_url
+        self.workers = workers
         self.servers: list[ApiServer] = []
 
     def start(self, *, api: dict | None = None) -> "Stack":
@@ -135,14 +159,13 @@ class Stack:
         self.us.start()
         self.eu.start()
         write_customers(self.warehouse, CUSTOMERS)
-        self.project = self.factory(
-            [CUSTOMER_SYNC, ORDERS_SYNC],
-            regions={"us": [self.us.server], "eu": [self.eu.server]},
-            collections={"customer": {"description": "One profile per customer.", "max_age": 600}},
-            # The demo dbt project declares customer_engagement (collection `customers`) in its meta:
-            # its lineage reaches upstream dbt nodes. That sync is never run here.
-            extra={"dbt": {"project_dir": str(REPO_ROOT / "dbt_project")}, **({"api": api} if api else {})},
-        )
+        self.project = self._write_project(self.factory, api)
+        self.api_project = self.project
+        if self.api_state_url:
+            api_root = self.root / "api"
+            api_root.mkdir(exist_ok=True)
+            self.api_project = self._write_project(
+                ProjectFactory(api_root, warehouse_url=self.factory.warehouse_url, state_url=self.api_state_url), api)
         self.state = StateStore(self.project.spec.state.url)
         self.state.create_all()
         self.sync()
@@ -150,6 +173,16 @@ class Stack:
         self.key = self.create_key("all")
         self.api = self.serve("us")
         return self
+
+    def _write_project(self, factory: ProjectFactory, api: dict):
+        return factory(
+            [CUSTOMER_SYNC, ORDERS_SYNC],
+            regions={"us": [self.us.server], "eu": [self.eu.server]},
+            collections={"customer": {"description": "One profile per customer.", "max_age": 600}},
+            # The demo dbt project declares customer_engagement (collection `customers`) in its meta:
+            # its lineage reaches upstream dbt nodes. That sync is never run here.
+            extra={"dbt": {"project_dir": str(REPO_ROOT / "dbt_project")}, **({"api": api} if api else {})},
+        )
 
     def sync(self, name: str = "customer_profiles"):
         services = Services(self.project)
@@ -174,7 +207,7 @@ class Stack:
             time.sleep(0.2)
 
     def serve(self, region: str) -> ApiServer:
-        server = ApiServer(self.project.path, region, self.root / f"gunicorn-{region}.log")
+        server = ApiServer(self.api_project.path, region, self.root / f"gunicorn-{region}.log", workers=self.workers)
         server.start()
         self.servers.append(server)
         return server
@@ -197,7 +230,9 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    running = Stack(tmp_path_factory.mktemp("stack")).start()
+    # Every test here calls from 127.0.0.1, many with keys not loaded yet or wrong on purpose: the
+    # brake on invalid keys per address (tested on a stack of its own) must not trip across tests.
+    running = Stack(tmp_path_factory.mktemp("stack")).start(api={"invalid_keys_per_minute": 1_000_000})
     yield running
     running.stop()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from orchestration.cli import main
+from tests.serving.conftest import Stack
 
 JANE = "/v1/collections/customer/records/id/12345"
 
@@ -111,7 +113,7 @@ def test_a_rate_limited_key_gets_429_with_retry_after_and_unlimited_keys_do_not(
     assert refused, [a.status_code for a in answers]
     assert refused[0].json()["error"]["code"] == "rate_limited"
     assert int(refused[0].headers["Retry-After"]) >= 1
-    # one token per second in each of the 2 workers: at most a burst of 2 then about 1 a second each
+    # one request per clock second for the region; 12 requests take well under 6 seconds
     assert sum(a.status_code == 200 for a in answers) <= 6
     assert set(unlimited) == {200}
 
@@ -123,15 +125,21 @@ def keyring_with_a_key(sqlite_url):
     state = StateStore(sqlite_url)
     state.create_all()
     _, secret = state.create_key("app")
-    return state, KeyRing(state, refresh_seconds=0), secret
+    keyring = KeyRing(state, refresh_seconds=60)
+    keyring.reload()
+    return state, keyring, secret
 
 
 def test_a_remembered_secret_is_refused_once_its_key_is_revoked(sqlite_url):
     state, keyring, secret = keyring_with_a_key(sqlite_url)
     assert keyring.authenticate(secret).name == "app"
-    assert keyring.authenticate(secret).name == "app"  # now remembered by this worker
+    assert keyring.known(secret).name == "app"  # now remembered by this worker
+    keyring.reload()
+    assert keyring.known(secret).name == "app"  # and still, after a reload that finds the key active
 
     state.revoke_key("app")
+    keyring.reload()
+    assert keyring.known(secret) is None
     assert keyring.authenticate(secret) is None
 
 
@@ -140,3 +148,83 @@ def test_a_remembered_secret_does_not_open_the_door_to_a_near_miss(sqlite_url):
     assert keyring.authenticate(secret) is not None
     assert keyring.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
     assert keyring.authenticate(secret + " ") is None
+
+
+def guess(stack, n: int, *, forwarded_for: str | None = None) -> list[requests.Response]:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    return [stack.get(JANE, key=f"lk_{i:08x}_not-a-real-secret", headers=headers) for i in range(n)]
+
+
+def test_an_address_that_keeps_sending_invalid_keys_gets_429_and_other_clients_do_not(tmp_path):
+    stack = Stack(tmp_path).start(api={"invalid_keys_per_minute": 10})  # trusts 127.0.0.1 as a proxy
+    try:
+        attacker = guess(stack, 40, forwarded_for="203.0.113.9")
+        neighbour = stack.get(JANE, headers={"X-Forwarded-For": "203.0.113.5"})
+        neighbours_typo = guess(stack, 1, forwarded_for="203.0.113.5")[0]
+        attackers_real_key = stack.get(JANE, headers={"X-Forwarded-For": "203.0.113.9"})
+    finally:
+        stack.stop()
+
+    statuses = [a.status_code for a in attacker]
+    # the first 10 are checked; a minute's window may start during the 40, and 10 more are checked in it
+    assert statuses[:10] == [401] * 10, statuses
+    assert statuses.count(401) <= 20 and statuses.count(429) >= 20, statuses
+    refused = next(a for a in attacker if a.status_code == 429)
+    assert refused.json()["error"]["code"] == "too_many_invalid_keys"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert neighbour.status_code == 200
+    assert neighbours_typo.status_code == 401
+    assert attackers_real_key.status_code in (200, 429)  # a secret its worker already knew, or not checked
+
+
+def test_x_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy_is_ignored(tmp_path):
+    stack = Stack(tmp_path).start(api={"invalid_keys_per_minute": 10, "trusted_proxies": ["10.0.0.1"]})
+    try:
+        rotating = [guess(stack, 1, forwarded_for=f"198.51.100.{i}")[0].status_code for i in range(40)]
+    finally:
+        stack.stop()
+
+    assert rotating.count(429) >= 20, rotating
+
+
+def test_a_rate_limit_holds_for_the_whole_region_not_for_each_worker(tmp_path):
+    stack = Stack(tmp_path, workers=4).start()
+    try:
+        limited = stack.create_key("limited-region", rate_limit=3)
+        stack.wait_for_key(limited)
+        time.sleep(1.1)  # a second of its own for what follows
+
+        def timed_get(_):
+            started = time.time()
+            status = stack.get(JANE, key=limited).status_code
+            return started, time.time(), status
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(timed_get, range(40)))
+    finally:
+        stack.stop()
+
+    seconds = int(max(end for _, end, _ in answers)) - int(min(start for start, _, _ in answers)) + 1
+    admitted = sum(status == 200 for *_, status in answers)
+    assert {status for *_, status in answers} <= {200, 429}
+    assert 1 <= admitted <= 3 * seconds, (admitted, seconds)
+
+
+def test_client_addresses_come_from_x_forwarded_for_only_through_trusted_proxies():
+    from falcon import testing
+
+    from serving.auth import TrustedProxies
+
+    proxies = TrustedProxies(["127.0.0.1", "10.0.0.0/8"])
+
+    def address(peer: str, forwarded: str | None = None) -> str:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        return proxies.client_address(testing.create_req(remote_addr=peer, headers=headers))
+
+    assert address("198.51.100.7") == "198.51.100.7"
+    assert address("198.51.100.7", "203.0.113.1") == "198.51.100.7"  # not a proxy: its header is ignored
+    assert address("127.0.0.1", "203.0.113.1") == "203.0.113.1"
+    assert address("127.0.0.1", "6.6.6.6, 203.0.113.1, 10.1.2.3") == "203.0.113.1"  # nearest untrusted hop
+    assert address("127.0.0.1", "garbage, 203.0.113.1") == "203.0.113.1"
+    assert address("127.0.0.1", "203.0.113.1, garbage") == "127.0.0.1"
+    assert address("127.0.0.1") == "127.0.0.1"

@@ -30,3 +30,18 @@ def test_errors_are_json_with_a_stable_code_and_a_message(stack, method, path, k
     assert set(body) == {"error"}
     assert body["error"]["code"] == code
     assert body["error"]["message"]
+
+
+def test_a_store_error_is_described_by_its_classes_never_its_sql_or_parameters(sqlite_url):
+    import sqlalchemy as sa
+
+    from serving.errors import describe_error
+
+    engine = sa.create_engine(sqlite_url)
+    with pytest.raises(sa.exc.OperationalError) as raised, engine.connect() as conn:
+        conn.execute(sa.text("select pk from record_indices where cache_key = :key"),
+                     {"key": "L1:users:email:=jane@example.com"})
+    engine.dispose()
+
+    assert "jane@example.com" in str(raised.value)  # what a log of the error itself would leak
+    assert describe_error(raised.value) == "OperationalError from OperationalError"

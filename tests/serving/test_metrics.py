@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
+from serving.metrics import FLUSH_SECONDS
 
 RECORD_ROUTE = "/v1/collections/{collection}/records/{index_key}/{index_value:path}"
 
@@ -25,6 +26,12 @@ def samples(stack) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def settled_samples(stack) -> dict[tuple[str, tuple], float]:
+    """/metrics once every worker has flushed what earlier tests asked of it."""
+    time.sleep(FLUSH_SECONDS * 1.5)
+    return samples(stack)
 
 
 def value(found: dict, name: str, **labels) -> float:
@@ -42,7 +49,7 @@ def samples_once(stack, expected, timeout: float = 5.0) -> dict:
 
 
 def test_requests_are_counted_by_route_status_and_collection_across_workers(stack):
-    before = samples(stack)
+    before = settled_samples(stack)
     statuses = stack.statuses("/v1/collections/customer/records/id/12345", n=16)
     stack.get("/v1/collections/customer/records/id/999")
     stack.get("/v1/collections/nope/records/id/1")
@@ -64,7 +71,7 @@ def test_requests_are_counted_by_route_status_and_collection_across_workers(stac
 
 def test_cache_hits_misses_and_state_fallbacks_are_counted(stack):
     RecordCache([stack.us.server]).delete_many([record_key("orders", "order_id", "1")])
-    before = samples(stack)
+    before = settled_samples(stack)
 
     stack.get("/v1/collections/orders/records/order_id/1")  # a miss, answered from state
     stack.get("/v1/collections/orders/records/order_id/1")  # put back: a hit
@@ -106,3 +113,19 @@ def test_a_tally_lands_in_the_same_buckets_and_sum_as_single_observations():
     assert sample("larder_request_duration_seconds_sum") == pytest.approx(3.0063)
     assert REGISTRY.get_sample_value(
         "larder_requests_total", {"route": route, "method": "GET", "status": "200", "collection": ""}) == 4
+
+
+def test_made_up_http_methods_add_no_series_to_metrics(stack):
+    def other(found) -> float:
+        return sum(v for (name, labels), v in found.items()
+                   if name == "larder_requests_total" and ("method", "OTHER") in labels)
+
+    before = settled_samples(stack)
+    for i in range(40):
+        requests.request(f"MADEUP{i}", stack.api.base + "/v1/collections", timeout=5)
+    after = samples_once(stack, lambda found: other(found) - other(before) >= 40)
+
+    methods = {dict(labels).get("method") for name, labels in after if name == "larder_requests_total"}
+    assert not [m for m in methods if m.startswith("MADEUP")]
+    assert other(after) - other(before) == 40
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"}

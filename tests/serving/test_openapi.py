@@ -32,6 +32,25 @@ def test_the_document_describes_every_route_of_the_app(stack):
         tuple(stack.project.collection_names)}
 
 
+def test_the_document_lists_the_codes_of_outages_throttling_and_strict_bodies(stack):
+    document = requests.get(stack.api.base + "/openapi.json", timeout=5).json()
+
+    def codes(path: str, method: str, status: str) -> list[str]:
+        response = document["paths"][path][method]["responses"][status]
+        return response["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"][
+            "properties"]["code"]["enum"]
+
+    lookup = "/v1/collections/{collection}/records/{index_key}/{index_value}"
+    batch = "/v1/collections/{collection}/records/{index_key}"
+    for path, method in ((lookup, "get"), (batch, "get"), (batch, "post")):
+        assert codes(path, method, "503") == ["state_unavailable", "keys_unavailable"]
+        assert codes(path, method, "429") == ["rate_limited", "too_many_invalid_keys"]
+    assert "unknown_property" in codes(batch, "post", "400")
+    assert "unknown_property" not in codes(batch, "get", "400")
+    assert document["paths"][batch]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "additionalProperties"] is False
+
+
 def _routes(app):
     nodes = list(app._router._roots)
     while nodes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from urllib.parse import quote
 
 import orjson
@@ -203,3 +204,50 @@ def test_a_record_evicted_from_the_cache_is_read_from_state_and_put_back(stack):
     assert cache.get(key) is not None
     assert orjson.loads(cache.get(key)[28:]) == first.json()
     assert stack.get(lookup("id", 4)).headers["X-Larder-Source"] == "cache"
+
+
+def raw_get(stack, target: bytes) -> tuple[int, bytes]:
+    """GET with the request target's bytes sent as they are (no client would percent-encode them)."""
+    request = (b"GET " + target + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+               b"Authorization: Bearer " + stack.key.encode() + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", stack.api.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/collections/customer/records/email/zoë%20müller%40example.com",
+        "/v1/collections/customer/records/email/zoë müller@example.com?cache_buster=1".replace(" ", "%20"),
+        "http://test/v1/collections/customer/records/email/zoë%20müller@example.com",
+    ],
+    ids=["raw-utf8", "raw-utf8-and-query", "absolute-form"],
+)
+def test_a_path_sent_with_raw_utf8_finds_the_same_record_as_percent_encoded(stack, target):
+    encoded = stack.get(lookup("email", "zoë müller@example.com"))
+
+    status, body = raw_get(stack, target.encode("utf-8"))
+
+    assert encoded.status_code == 200
+    assert status == 200, body
+    assert orjson.loads(body) == encoded.json()
+
+
+def test_a_percent_encoded_value_that_looks_like_mojibake_is_not_reinterpreted(stack):
+    # 'zoÃ«' percent-encoded: a different value from 'zoë', so no record
+    response = stack.get(lookup("email", "zoë müller@example.com".encode("utf-8").decode("latin-1")))
+
+    assert response.status_code == 404
+
+
+def test_a_posted_batch_with_a_property_its_schema_does_not_have_answers_400_unknown_property(stack):
+    response = stack.request("POST", "/v1/collections/customer/records/id", json={"values": ["12345"], "limit": 5})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unknown_property"
+    assert "'limit'" in response.json()["error"]["message"]
