@@ -426,6 +426,17 @@ class StateStore:
         """pk → the fields the sync last wrote, for the given records it has written."""
         found: dict[str, bytes] = {}
         with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # Plain tuples from the driver: SQLAlchemy's parameter and row processing cost as
+                # much as SQLite's own lookups (a diff asks for every record whose inputs changed).
+                driver = conn.connection.driver_connection
+                for batch in _batches(pks, 500):
+                    marks = ",".join("?" * len(batch))
+                    found.update(driver.execute(
+                        f"select pk, fields from record_fields where sync_name = ? and pk in ({marks})",
+                        (sync_name, *batch),
+                    ).fetchall())
+                return found
             for batch in _batches(pks, 500):
                 query = sa.select(FIELDS.c.pk, FIELDS.c.fields).where(
                     FIELDS.c.sync_name == sync_name, FIELDS.c.pk.in_(batch)
@@ -514,7 +525,7 @@ class StateStore:
         exist, or that a `delete` sync tombstoned, has none."""
         rank = {name: i for i, name in enumerate(order)}
         composed = {}
-        hidden = self.tombstoned(conn, collection, pks)
+        hidden = self.tombstoned(conn, collection, pks, by=order)
         for pk, rows in self.fields_of(conn, collection, pks).items():
             if pk in hidden:
                 continue
@@ -629,8 +640,12 @@ class StateStore:
 
     def forget_regions_except(self, regions: Sequence[str]) -> None:
         """Drop what regions no longer configured were owed: nobody will write them again."""
+        unknown = PENDING.c.region.not_in(list(regions))
+        with self.engine.connect() as conn:  # read first: most runs have nothing to forget, and need no write
+            if conn.execute(sa.select(PENDING.c.region).where(unknown).limit(1)).first() is None:
+                return
         with self.engine.begin() as conn:
-            conn.execute(PENDING.delete().where(PENDING.c.region.not_in(list(regions))))
+            conn.execute(PENDING.delete().where(unknown))
 
     # --- tombstones -----------------------------------------------------------------------------
 
@@ -655,12 +670,16 @@ class StateStore:
         with self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
-    def tombstoned(self, conn: Connection, collection: str, pks: Sequence[str]) -> set[str]:
-        """The given records some sync's `delete` hides."""
+    def tombstoned(self, conn: Connection, collection: str, pks: Sequence[str], *, by: Iterable[str]) -> set[str]:
+        """The given records that the `delete` of one of the syncs `by` hides. A sync no longer
+        configured cannot bring its row back, so its tombstones hide nothing."""
+        syncs = set(by)
         found: set[str] = set()
         for batch in _batches(pks, 500):
-            query = sa.select(TOMBSTONES.c.pk).where(TOMBSTONES.c.collection == collection, TOMBSTONES.c.pk.in_(batch))
-            found.update(row.pk for row in conn.execute(query))
+            query = sa.select(TOMBSTONES.c.pk, TOMBSTONES.c.sync_name).where(
+                TOMBSTONES.c.collection == collection, TOMBSTONES.c.pk.in_(batch)
+            )
+            found.update(row.pk for row in conn.execute(query) if row.sync_name in syncs)
         return found
 
     # --- collection leases ---------------------------------------------------------------------

@@ -58,8 +58,9 @@ def test_create_all_adds_the_owed_keys_and_tombstones_tables_to_an_earlier_datab
     state.settle("eu", "people", ["L1:people:id:=1", "L1:people:id:=2"])
     assert state.owed_collections("eu") == set()
     with state.begin() as conn:
-        assert state.tombstoned(conn, "people", ["1", "2"]) == {"1"}
+        assert state.tombstoned(conn, "people", ["1", "2"], by=["profiles", "scores"]) == {"1"}
+        assert state.tombstoned(conn, "people", ["1", "2"], by=["scores"]) == set()  # profiles no longer configured
         state.lift_tombstones(conn, "people", "profiles", ["1"])
-        assert state.tombstoned(conn, "people", ["1"]) == set()
+        assert state.tombstoned(conn, "people", ["1"], by=["profiles"]) == set()
     state.dispose()
     engine.dispose()
