@@ -26,6 +26,11 @@ def regions(project_factory, duckdb_url, memcached_pair):
     harness.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request) -> str:
+    return request.getfixturevalue(f"{request.param}_url")
+
+
 def larder(harness: SyncHarness, *args: str) -> int:
     return main(["--config", str(harness.project.path), *args])
 
@@ -50,9 +55,9 @@ def test_a_full_run_after_a_run_limited_to_one_region_writes_the_region_left_out
         assert regions.get("people", "email", "1@x", region=region) == person(1, "Ann v2")
 
 
-def test_removals_and_moved_index_values_reach_the_region_left_out(regions):
+def test_removals_and_moved_index_values_reach_the_region_left_out(regions, state_url):
     regions.table("people", COLUMNS, [(1, "Ann", "1@x"), (2, "Bob", "2@x")])
-    regions.configure(PEOPLE)
+    regions.configure(PEOPLE, state_url=state_url)
     regions.run("people")
     regions.table("people", COLUMNS, [(2, "Bob", "bob@new")])  # 1 deleted, 2's email moved
 
@@ -87,9 +92,9 @@ def test_a_run_of_another_sync_of_the_collection_writes_what_the_region_is_owed(
     assert regions.get("people", "id", 1, region="eu") == {"id": 1, "name": "Ann v2", "score": 10}
 
 
-def test_rehydrating_the_region_left_out_settles_what_it_was_owed(regions):
+def test_rehydrating_the_region_left_out_settles_what_it_was_owed(regions, state_url):
     regions.table("people", COLUMNS, [(1, "Ann", "1@x"), (2, "Bob", "2@x")])
-    regions.configure(PEOPLE)
+    regions.configure(PEOPLE, state_url=state_url)
     regions.run("people")
     regions.table("people", COLUMNS, [(1, "Ann v2", "1@x")])
     regions.run("people", regions=["us"])
@@ -104,15 +109,15 @@ def test_rehydrating_the_region_left_out_settles_what_it_was_owed(regions):
     state.dispose()
 
 
-def test_a_disabled_region_is_not_written_and_catches_up_when_enabled_again(regions, memcached_pair):
+def test_a_disabled_region_is_not_written_and_catches_up_when_enabled_again(regions, memcached_pair, state_url):
     us, eu = memcached_pair
     regions.table("people", COLUMNS, [(1, "Ann", "1@x"), (2, "Bob", "2@x")])
-    regions.configure(PEOPLE)
+    regions.configure(PEOPLE, state_url=state_url)
     regions.run("people")
 
     def configure(eu_enabled: bool) -> None:
         regions.project = regions.project_factory(
-            [PEOPLE], extra={"regions": {"us": {"servers": [us.server]},
+            [PEOPLE], state_url=state_url, extra={"regions": {"us": {"servers": [us.server]},
                                          "eu": {"servers": [eu.server], "enabled": eu_enabled}}},
         )
 
