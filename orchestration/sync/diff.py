@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
+from orchestration.config.specs import FieldType
+from orchestration.store.keys import index_text
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected, json_default
 from orchestration.sync.warehouse import ModelDelta
 
@@ -299,10 +301,11 @@ def fill_sample_rows(plan: SyncPlan, chunks: Iterable[Sequence[dict[str, Any]]],
     """Put the model's rows into the samples that lack theirs (`plan.samples_missing_rows`): `chunks`
     holds at least those rows. A pk sampled twice (a duplicate pair) gets a row not sampled yet."""
     wanted = plan.samples_missing_rows
+    primary_text = _primary_text(mapper)
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for chunk in chunks:
         for row in chunk:
-            pk = _primary_text(mapper, row)
+            pk = primary_text(row)
             if pk in wanted:
                 found[pk].append(json_row(row))
     for pk, indexes in wanted.items():
@@ -316,11 +319,22 @@ def fill_sample_rows(plan: SyncPlan, chunks: Iterable[Sequence[dict[str, Any]]],
     plan.samples_missing_rows = {}
 
 
-def _primary_text(mapper: RecordMapper, row: dict[str, Any]) -> str | None:
-    try:
-        return mapper.map_row(row, hashed=False).pk
-    except RowRejected as error:
-        return error.pk
+def _primary_text(mapper: RecordMapper) -> Callable[[dict[str, Any]], str | None]:
+    """row → its primary index value: read straight from the column when it is mapped as it is,
+    else by mapping the row."""
+    spec = mapper.spec
+    primary = next(f for f in spec.fields if f.target == spec.primary_index)
+    if primary.column is not None and primary.type is FieldType.auto:
+        column = primary.column
+        return lambda row: index_text(row.get(column))
+
+    def mapped(row: dict[str, Any]) -> str | None:
+        try:
+            return mapper.map_row(row, hashed=False).pk
+        except RowRejected as error:
+            return error.pk
+
+    return mapped
 
 
 def json_row(row: dict[str, Any]) -> dict[str, Any]:
