@@ -191,6 +191,7 @@ def settle_collection(
     collection: str,
     regions: Sequence[str],
     lease: CollectionLease | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Bring `regions` up to date with the collection's state; returns how many keys were written or removed.
 
@@ -199,7 +200,8 @@ def settle_collection(
     what it is owed, composed from the state as it is now (so replaying old work never undoes
     later work: a key a record owns again is rewritten, not deleted; a key of a deleted record is
     removed). Regions not named keep what they are owed: a region left out of a run is often down.
-    The caller holds the collection's lease (`lease` is renewed with every batch).
+    The caller holds the collection's lease (`lease` is renewed with every batch); `on_batch` hears
+    the running total after each batch.
     """
     _journal_to_owed(state, collection)
     settled = 0
@@ -214,6 +216,8 @@ def settle_collection(
             _write_caches({region: cache}, [key for key in keys if key not in values], values)
             state.settle(region, collection, keys)
             settled += len(keys)
+            if on_batch is not None:
+                on_batch(settled)
     return settled
 
 

@@ -136,7 +136,14 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
 
     try:
         _acquire_for_run(services, lease, counts, progress)
-        caught_up = _catch_up(services, lease, targets)
+
+        def on_catch_up(settled: int) -> None:
+            counts["caught_up"] = settled
+            heartbeat()
+            if progress:
+                progress("catch up", counts)
+
+        caught_up = _catch_up(services, lease, targets, on_catch_up)
         layout = CollectionLayout(  # read under the lease: the sync's own earlier run may have added tombstones
             spec, services.sync_order(spec.collection),
             owed_regions=tuple(r for r in services.collection_regions(spec.collection) if r not in targets),
@@ -220,14 +227,15 @@ def _acquire_for_run(services: Services, lease: CollectionLease, counts: dict[st
     lease.acquire(wait_seconds=services.project.spec.defaults.lease_wait_seconds, on_wait=on_wait)
 
 
-def _catch_up(services: Services, lease: CollectionLease, regions: Sequence[str]) -> int:
+def _catch_up(services: Services, lease: CollectionLease, regions: Sequence[str],
+              on_batch: Callable[[int], None]) -> int:
     """Write `regions` what earlier runs left them owing (crashed runs' journal entries included):
     this collection's under the run's own lease, another collection's crash leftovers only if nobody
     holds its lease now (else its writer does it). Returns the keys written or removed."""
     state, project = services.state, services.project
     state.forget_regions_except(tuple(project.regions))
     settled = settle_collection(state, services.cache, services.sync_order(lease.collection),
-                                collection=lease.collection, regions=regions, lease=lease)
+                                collection=lease.collection, regions=regions, lease=lease, on_batch=on_batch)
     for collection in state.journal_collections() - {lease.collection}:
         other = CollectionLease(state, collection, f"journal replay by {lease.holder}")
         if other.try_acquire():

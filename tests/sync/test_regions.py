@@ -39,7 +39,7 @@ def person(pk: int, name: str, email: str | None = None) -> dict:
     return {"id": pk, "name": name, "email": email or f"{pk}@x"}
 
 
-def test_a_full_run_after_a_run_limited_to_one_region_writes_the_region_left_out(regions):
+def test_a_full_run_after_a_run_limited_to_one_region_writes_the_region_left_out(regions, capsys):
     regions.table("people", COLUMNS, [(1, "Ann", "1@x"), (2, "Bob", "2@x")])
     regions.configure(PEOPLE)
     assert larder(regions, "sync", "people") == 0
@@ -49,7 +49,11 @@ def test_a_full_run_after_a_run_limited_to_one_region_writes_the_region_left_out
     assert regions.get("people", "id", 1, region="us") == person(1, "Ann v2")
     assert regions.get("people", "id", 1, region="eu") == person(1, "Ann")  # left out: not written
 
+    capsys.readouterr()
     assert larder(regions, "sync", "people") == 0  # nothing changed in the model since
+    out = capsys.readouterr()
+    assert "people catch up: caught_up 2" in out.err  # id and email of record 1, owed to eu
+    assert "unchanged 2" in out.out and "written 0" in out.out
     for region in ("us", "eu"):
         assert regions.get("people", "id", 1, region=region) == person(1, "Ann v2")
         assert regions.get("people", "email", "1@x", region=region) == person(1, "Ann v2")
