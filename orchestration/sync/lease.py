@@ -76,8 +76,8 @@ class CollectionLease:
         before = self.state.lease_of(self.collection)
         if self.state.acquire_lease(self._row()):
             if before is not None and before.token != self.token:
-                self._fail_overtaken(before, f"its lease expired {max(0.0, time.time() - before.expires_at):.0f} s "
-                                             "before, unrenewed")
+                expired = max(0.0, time.time() - before.expires_at)
+                self._fail_overtaken(before, f"its lease expired {expired:.0f} s earlier without being renewed")
             return True
         current = self.state.lease_of(self.collection)
         if current is not None and _died_here(current) and self.state.take_over_lease(current.token, self._row()):
