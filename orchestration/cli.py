@@ -203,6 +203,14 @@ def _check_models(project: Project) -> tuple[list[str], int]:
 def _sync(args) -> int:
     from orchestration.sync import Services, SyncFailed, run_sync
 
+    shown_rejections = 5  # the run keeps more (rejections.samples): `/v1/syncs/{sync}/runs` has them
+
+    def print_rejections(samples: list[dict], file) -> None:
+        for sample in samples[:shown_rejections]:
+            print(f"  rejected: {sample['reason']} (pk {sample['pk']!r})", file=file)
+        if len(samples) > shown_rejections:
+            print(f"  … {len(samples) - shown_rejections} more rejection samples kept with the run", file=file)
+
     project = _project(args)
     names = args.names or list(project.sync_names)
     services = Services(project)
@@ -219,9 +227,12 @@ def _sync(args) -> int:
                                   origin="cli", progress=progress)
             except SyncFailed as error:
                 print(f"sync {name}: FAILED: {error}", file=sys.stderr)
+                if error.report is not None:
+                    print_rejections(error.report.rejection_samples, sys.stderr)
                 failed += 1
                 continue
             print(f"sync {name}: {report.status} in {time.monotonic() - started:.1f}s: {_counts_text(report.counts)}")
+            print_rejections(report.rejection_samples, sys.stdout)
     finally:
         services.close()
     return 1 if failed else 0

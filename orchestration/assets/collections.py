@@ -11,7 +11,7 @@ from orchestration.resources import LarderResource
 from orchestration.sync import SyncFailed, SyncReport, run_sync
 
 COLLECTION_KEY_PREFIX = "collection"
-COUNT_NAMES = ("added", "changed", "removed", "rejected", "unchanged")
+COUNT_NAMES = ("added", "changed", "rewritten", "removed", "kept", "rejected", "unchanged", "caught_up")
 
 
 class SyncRunConfig(dg.Config):

@@ -8,6 +8,10 @@ The state is the source of truth for what the API serves. Memcached is rebuilt f
 - `sync_runs`: run history with counts, durations and rejection samples;
 - `cache_journal`: cache work committed to state but not yet confirmed written to Memcached,
   replayed by the next run after a crash;
+- `region_pending_keys`: cache keys a region is owed because a run left it out (limited to other
+  regions, or the region was disabled): written by the next run or rehydrate that covers it;
+- `record_tombstones`: records a `delete: delete` sync removed from a merged collection; they
+  answer 404 whatever the other syncs hold until that sync's model has the row again;
 - `collection_leases`: which run may write each collection now (one at a time, see
   `orchestration/sync/lease.py`);
 - `api_keys`: hashed API keys with their scopes.
@@ -89,6 +93,27 @@ class CacheJournal(Base):
     pks: Mapped[list] = mapped_column(sa.JSON)
 
 
+class RegionPendingKey(Base):
+    """A cache key a region has not been written since its record changed or went."""
+
+    __tablename__ = "region_pending_keys"
+    region: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    collection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    cache_key: Mapped[str] = mapped_column(sa.String(250), primary_key=True)
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class RecordTombstone(Base):
+    """A record a sync with `delete: delete` removed: hidden while the row is absent from its model."""
+
+    __tablename__ = "record_tombstones"
+    collection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    pk: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    sync_name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    deleted_at: Mapped[float] = mapped_column(sa.Float)
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
 class CollectionLeaseRow(Base):
     __tablename__ = "collection_leases"
     collection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -118,6 +143,8 @@ INDICES = RecordIndex.__table__
 RUNS = SyncRun.__table__
 JOURNAL = CacheJournal.__table__
 LEASES = CollectionLeaseRow.__table__
+PENDING = RegionPendingKey.__table__
+TOMBSTONES = RecordTombstone.__table__
 KEYS = ApiKey.__table__
 
 KEY_PREFIX = "lk"
@@ -424,6 +451,17 @@ class StateStore:
             )
             return result.rowcount
 
+    def fail_overtaken_run(self, run_id: int, error: str) -> bool:
+        """Mark a run that is still 'running' failed (another run took its lease); True if it was."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                RUNS.update()
+                .where(RUNS.c.id == run_id, RUNS.c.status == "running")
+                .values(status="failed", finished_at=now, heartbeat_at=now, error=error)
+            )
+            return result.rowcount == 1
+
     def running_runs(self, sync_name: str) -> list[int]:
         query = sa.select(RUNS.c.id).where(RUNS.c.sync_name == sync_name, RUNS.c.status == "running")
         with self.engine.connect() as conn:
@@ -453,6 +491,28 @@ class StateStore:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
             for part in result.partitions(batch):
                 yield [tuple(row) for row in part]
+
+    def sync_fields_of(self, sync_name: str, pks: Sequence[str]) -> dict[str, bytes]:
+        """pk → the fields the sync last wrote, for the given records it has written."""
+        found: dict[str, bytes] = {}
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # Plain tuples from the driver: SQLAlchemy's parameter and row processing cost as
+                # much as SQLite's own lookups (a diff asks for every record whose inputs changed).
+                driver = conn.connection.driver_connection
+                for batch in _batches(pks, 500):
+                    marks = ",".join("?" * len(batch))
+                    found.update(driver.execute(
+                        f"select pk, fields from record_fields where sync_name = ? and pk in ({marks})",
+                        (sync_name, *batch),
+                    ).fetchall())
+                return found
+            for batch in _batches(pks, 500):
+                query = sa.select(FIELDS.c.pk, FIELDS.c.fields).where(
+                    FIELDS.c.sync_name == sync_name, FIELDS.c.pk.in_(batch)
+                )
+                found.update((row.pk, bytes(row.fields)) for row in conn.execute(query))
+        return found
 
     def fields_of(self, conn: Connection, collection: str, pks: Sequence[str]) -> dict[str, list[FieldsRow]]:
         """Every sync's fields of the given records."""
@@ -531,10 +591,14 @@ class StateStore:
         return (row.collection, row.pk) if row else None
 
     def compose(self, conn: Connection, collection: str, pks: Sequence[str], order: Sequence[str]) -> dict[str, bytes]:
-        """pk → packed envelope of the record as the collection serves it."""
+        """pk → packed envelope of the record as the collection serves it; a record that does not
+        exist, or that a `delete` sync tombstoned, has none."""
         rank = {name: i for i, name in enumerate(order)}
         composed = {}
+        hidden = self.tombstoned(conn, collection, pks, by=order)
         for pk, rows in self.fields_of(conn, collection, pks).items():
+            if pk in hidden:
+                continue
             rows.sort(key=lambda r: rank.get(r.sync_name, len(rank)))
             body = orjson.dumps(merge_fields(r.fields for r in rows))
             composed[pk] = envelope.pack(body, max(r.updated_at for r in rows))
@@ -598,6 +662,95 @@ class StateStore:
         """The collections with cache work pending in the journal."""
         with self.engine.connect() as conn:
             return {row[0] for row in conn.execute(sa.select(JOURNAL.c.collection).distinct())}
+
+    def drop_journal_entry(self, conn: Connection, entry_id: int) -> None:
+        conn.execute(JOURNAL.delete().where(JOURNAL.c.id == entry_id))
+
+    # --- what regions are owed ------------------------------------------------------------------
+
+    def owe(self, conn: Connection, regions: Sequence[str], collection: str, cache_keys: Iterable[str]) -> None:
+        """Record that `regions` must still be written these keys of the collection (from state)."""
+        keys = list(cache_keys)
+        if regions and keys:
+            conn.exec_driver_sql(
+                _insert_ignore_sql(conn.dialect.name, conn.dialect.paramstyle, PENDING),
+                [(region, collection, key) for region in regions for key in keys],
+            )
+
+    def iter_owed_keys(self, region: str, collection: str, batch: int = 2_000) -> Iterator[list[str]]:
+        """The keys the region is owed in the collection, in batches (keyset pages: the caller may
+        settle each batch before asking for the next)."""
+        after = ""
+        while True:
+            query = (
+                sa.select(PENDING.c.cache_key)
+                .where(PENDING.c.region == region, PENDING.c.collection == collection, PENDING.c.cache_key > after)
+                .order_by(PENDING.c.cache_key)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                keys = [row.cache_key for row in conn.execute(query)]
+            if not keys:
+                return
+            yield keys
+            after = keys[-1]
+
+    def settle(self, region: str, collection: str, cache_keys: Sequence[str]) -> None:
+        """The region has been written these keys: it owes nothing more for them."""
+        with self.engine.begin() as conn:
+            for batch in _batches(cache_keys, 500):
+                conn.execute(PENDING.delete().where(
+                    PENDING.c.region == region, PENDING.c.collection == collection, PENDING.c.cache_key.in_(batch)
+                ))
+
+    def owed_collections(self, region: str) -> set[str]:
+        """The collections with keys the region is owed."""
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(sa.select(PENDING.c.collection).where(PENDING.c.region == region).distinct())}
+
+    def forget_regions_except(self, regions: Sequence[str]) -> None:
+        """Drop what regions no longer configured were owed: nobody will write them again."""
+        unknown = PENDING.c.region.not_in(list(regions))
+        with self.engine.connect() as conn:  # read first: most runs have nothing to forget, and need no write
+            if conn.execute(sa.select(PENDING.c.region).where(unknown).limit(1)).first() is None:
+                return
+        with self.engine.begin() as conn:
+            conn.execute(PENDING.delete().where(unknown))
+
+    # --- tombstones -----------------------------------------------------------------------------
+
+    def add_tombstones(self, conn: Connection, collection: str, sync_name: str, pks: Sequence[str]) -> None:
+        if pks:
+            now = time.time()
+            conn.exec_driver_sql(
+                _insert_ignore_sql(conn.dialect.name, conn.dialect.paramstyle, TOMBSTONES),
+                [(collection, pk, sync_name, now) for pk in pks],
+            )
+
+    def lift_tombstones(self, conn: Connection, collection: str, sync_name: str, pks: Sequence[str]) -> None:
+        for batch in _batches(pks, 500):
+            conn.execute(TOMBSTONES.delete().where(
+                TOMBSTONES.c.collection == collection, TOMBSTONES.c.sync_name == sync_name, TOMBSTONES.c.pk.in_(batch)
+            ))
+
+    def has_tombstones(self, collection: str, sync_name: str) -> bool:
+        query = sa.select(TOMBSTONES.c.pk).where(
+            TOMBSTONES.c.collection == collection, TOMBSTONES.c.sync_name == sync_name
+        ).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def tombstoned(self, conn: Connection, collection: str, pks: Sequence[str], *, by: Iterable[str]) -> set[str]:
+        """The given records that the `delete` of one of the syncs `by` hides. A sync no longer
+        configured cannot bring its row back, so its tombstones hide nothing."""
+        syncs = set(by)
+        found: set[str] = set()
+        for batch in _batches(pks, 500):
+            query = sa.select(TOMBSTONES.c.pk, TOMBSTONES.c.sync_name).where(
+                TOMBSTONES.c.collection == collection, TOMBSTONES.c.pk.in_(batch)
+            )
+            found.update(row.pk for row in conn.execute(query) if row.sync_name in syncs)
+        return found
 
     # --- collection leases ---------------------------------------------------------------------
 
@@ -716,6 +869,19 @@ def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], key: 
     columns = [c.name for c in table.columns]
     as_tuple = operator.itemgetter(*columns)
     conn.exec_driver_sql(_upsert_sql(conn.dialect.name, conn.dialect.paramstyle, table, key), [as_tuple(r) for r in rows])
+
+
+@functools.lru_cache(maxsize=None)
+def _insert_ignore_sql(dialect: str, paramstyle: str, table: sa.Table) -> str:
+    """Insert rows, skipping those whose primary key exists (SQLite and Postgres: ON CONFLICT DO NOTHING)."""
+    if dialect not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"state store on {dialect!r} is not supported (use sqlite or postgresql)")
+    columns = [c.name for c in table.columns]
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}[paramstyle]
+    return (
+        f"insert into {table.name} ({', '.join(columns)}) values ({', '.join(mark for _ in columns)}) "
+        f"on conflict do nothing"
+    )
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,9 +2,13 @@
 
 Each chunk commits its state changes together with a journal entry naming the cache keys to
 delete and the records to rewrite, then writes the caches, then clears the entry. A run killed
-anywhere leaves either nothing or a journal entry; `replay_journal` (run at the start of the next
-run) finishes the cache work from state. A cached record is therefore always its old or its new
-version, and the next run converges.
+anywhere leaves either nothing or a journal entry; `settle_collection` (run at the start of the
+next run) finishes the cache work from state. A cached record is therefore always its old or its
+new version, and the next run converges.
+
+Regions a run does not write (left out by `--region`, disabled, or written only by another sync
+of the collection) are owed the keys it changed: the same transaction records them in
+`region_pending_keys`, and the next run or rehydrate that covers the region writes them from state.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from orchestration.config.specs import DeleteBehaviour, SyncSpec
 from orchestration.store import envelope
@@ -35,6 +39,8 @@ class CollectionLayout:
 
     spec: SyncSpec
     sync_order: tuple[str, ...]  # syncs of the collection, in merge order
+    owed_regions: tuple[str, ...] = ()  # regions of the collection this run does not write
+    has_tombstones: bool = False  # the sync deleted records its model may bring back
 
     @property
     def merged(self) -> bool:
@@ -74,6 +80,8 @@ def apply_changes(
         old_keys = state.sync_index_keys_of(conn, spec.name, collection, [r.pk for r in records if not r.is_new])
         stale = sorted({key for keys in old_keys.values() for key in keys} - new_keys)
         state.delete_index_keys(conn, stale)
+        if layout.has_tombstones:  # a row back in the model brings back the record it deleted
+            state.lift_tombstones(conn, collection, spec.name, [r.pk for r in records if r.is_new])
         state.upsert_fields(
             conn,
             [
@@ -93,10 +101,21 @@ def apply_changes(
         entry = state.journal(conn, run_id, spec.name, collection, stale, pks)
         if layout.merged:
             values = _composed_values(state, conn, collection, pks, layout.sync_order)
+        if layout.owed_regions:
+            state.owe(conn, layout.owed_regions, collection, new_keys.union(stale, values))
     if PAUSE_AFTER_COMMIT:
         time.sleep(PAUSE_AFTER_COMMIT)
     _write_caches(caches, stale, values)
     state.clear_journal([entry])
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What applying the delete behaviour did: records whose rows left, and records rewritten
+    (recomposed from the other syncs' fields)."""
+
+    removed: int = 0
+    written: int = 0
 
 
 def apply_removals(
@@ -106,76 +125,125 @@ def apply_removals(
     caches: Mapping[str, RecordCache],
     run_id: int,
     lease: CollectionLease,
-) -> int:
-    """Apply the sync's delete behaviour to records whose rows left the model (holding `lease`); returns how many."""
+) -> Removal:
+    """Apply the sync's delete behaviour to records whose rows left the model (holding `lease`)."""
     spec, collection = layout.spec, layout.spec.collection
     if not pks or spec.delete is DeleteBehaviour.keep:
-        return 0
+        return Removal()
+    composed: dict[str, bytes] = {}
+    values: dict[str, bytes] = {}
     with state.begin() as conn:
         lease.renew(conn)
-        if spec.delete is DeleteBehaviour.delete:
+        if spec.delete is DeleteBehaviour.delete and not layout.merged:
             stale = sorted({k for keys in state.index_keys_of(conn, collection, pks).values() for k in keys})
             state.delete_record(conn, collection, pks)
-            entry = state.journal(conn, run_id, spec.name, collection, stale, [])
-            values: dict[str, bytes] = {}
+        elif spec.delete is DeleteBehaviour.delete:
+            stale = _tombstone(state, conn, spec, pks)
         else:
-            own = state.sync_index_keys_of(conn, spec.name, collection, pks)
-            state.delete_fields(conn, spec.name, pks)
-            remaining = state.fields_of(conn, collection, pks)
-            gone = [pk for pk in pks if pk not in remaining]
-            stale_set = {k for keys in own.values() for k in keys}
-            if gone:
-                stale_set.update(k for keys in state.index_keys_of(conn, collection, gone).values() for k in keys)
-                state.delete_record(conn, collection, gone)
-            stale = sorted(stale_set)
-            state.delete_index_keys(conn, stale)
-            kept = [pk for pk in pks if pk in remaining]
-            entry = state.journal(conn, run_id, spec.name, collection, stale, kept)
-            values = _composed_values(state, conn, collection, kept, layout.sync_order)
+            stale, kept = _clear(state, conn, spec, pks)
+            composed = state.compose(conn, collection, kept, layout.sync_order)
+            values = _values_of(state, conn, collection, composed)
+        entry = state.journal(conn, run_id, spec.name, collection, stale, sorted(composed))
+        if layout.owed_regions:
+            state.owe(conn, layout.owed_regions, collection, set(stale).union(values))
     _write_caches(caches, stale, values)
     state.clear_journal([entry])
-    return len(pks)
+    return Removal(removed=len(pks), written=len(composed))
 
 
-def replay_journal(
+def _tombstone(state: StateStore, conn, spec: SyncSpec, pks: Sequence[str]) -> list[str]:
+    """`delete` in a merged collection: drop this sync's fields and hide the whole record (every
+    key leaves the cache) until the sync's model has the row again. The other syncs' fields and
+    index entries stay in state, so their snapshots still hold the record and it comes back
+    composed from every sync. Returns the cache keys to delete."""
+    collection = spec.collection
+    every_key = state.index_keys_of(conn, collection, pks)
+    own = state.sync_index_keys_of(conn, spec.name, collection, pks)
+    state.delete_fields(conn, spec.name, pks)
+    state.delete_index_keys(conn, sorted({k for keys in own.values() for k in keys}))
+    remaining = state.fields_of(conn, collection, pks)
+    state.delete_record(conn, collection, [pk for pk in pks if pk not in remaining])
+    state.add_tombstones(conn, collection, spec.name, pks)
+    return sorted({k for keys in every_key.values() for k in keys})
+
+
+def _clear(state: StateStore, conn, spec: SyncSpec, pks: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`clear`: drop this sync's fields and its index entries; a record with no fields left goes.
+    Returns the cache keys to delete and the records that remain (to recompose)."""
+    collection = spec.collection
+    own = state.sync_index_keys_of(conn, spec.name, collection, pks)
+    state.delete_fields(conn, spec.name, pks)
+    remaining = state.fields_of(conn, collection, pks)
+    gone = [pk for pk in pks if pk not in remaining]
+    stale = {k for keys in own.values() for k in keys}
+    if gone:
+        stale.update(k for keys in state.index_keys_of(conn, collection, gone).values() for k in keys)
+        state.delete_record(conn, collection, gone)
+    state.delete_index_keys(conn, sorted(stale))
+    return sorted(stale), [pk for pk in pks if pk in remaining]
+
+
+def settle_collection(
     state: StateStore,
     cache_of: Callable[[str], RecordCache],
-    sync_order_of: Callable[[str], Sequence[str]],
+    sync_order: Sequence[str],
     *,
-    enabled_regions: Collection[str],
-    only_region: str | None = None,
-    collection: str | None = None,
+    collection: str,
+    regions: Sequence[str],
+    lease: CollectionLease | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> int:
-    """Finish cache work a crashed run committed to state but may not have written. Returns entries replayed.
+    """Bring `regions` up to date with the collection's state; returns how many keys were written or removed.
 
-    Each entry is written to every region its run wrote that is still enabled, then cleared.
-    Every sync's entries are replayed: in a merged collection another sync's crash can leave
-    stale cache entries for records this sync writes. The cache is rebuilt from the state as it
-    is now, so replaying an old entry never undoes later work: a journaled stale key that a
-    record owns again is rewritten instead of deleted. With `only_region`, only that region is
-    written and entries stay pending for the others (rehydrating one region while another is down).
-    The caller holds the lease of the collection replayed (`collection`; every one if None).
+    First, cache work crashed runs committed to state but may not have written (their journal
+    entries) becomes keys owed to every region those runs wrote. Then each of `regions` is written
+    what it is owed, composed from the state as it is now (so replaying old work never undoes
+    later work: a key a record owns again is rewritten, not deleted; a key of a deleted record is
+    removed). Regions not named keep what they are owed: a region left out of a run is often down.
+    The caller holds the collection's lease (`lease` is renewed with every batch); `on_batch` hears
+    the running total after each batch.
     """
-    entries = state.pending_journal(collection=collection)
-    for entry in entries:
-        regions = [only_region] if only_region else [r for r in state.run_regions(entry["run_id"]) if r in enabled_regions]
-        collection = entry["collection"]
+    _journal_to_owed(state, collection)
+    settled = 0
+    for region in regions:
+        cache = cache_of(region)
+        for keys in state.iter_owed_keys(region, collection):
+            with state.begin() as conn:
+                if lease is not None:
+                    lease.renew(conn)
+                pks = state.pks_of_keys(conn, collection, keys)
+                values = _composed_values(state, conn, collection, sorted(pks), sync_order)
+            _write_caches({region: cache}, [key for key in keys if key not in values], values)
+            state.settle(region, collection, keys)
+            settled += len(keys)
+            if on_batch is not None:
+                on_batch(settled)
+    return settled
+
+
+def _journal_to_owed(state: StateStore, collection: str) -> None:
+    """Each journal entry of the collection becomes keys owed to the regions its run was writing."""
+    for entry in state.pending_journal(collection=collection):
+        regions = state.run_regions(entry["run_id"])
         with state.begin() as conn:
-            pks = set(entry["pks"]) | state.pks_of_keys(conn, collection, entry["stale_keys"])
-            values = _composed_values(state, conn, collection, sorted(pks), sync_order_of(collection))
-        stale = [key for key in entry["stale_keys"] if key not in values]
-        _write_caches({region: cache_of(region) for region in regions}, stale, values)
-        if only_region is None:
-            state.clear_journal([entry["id"]])
-    return len(entries)
+            keys = set(entry["stale_keys"])
+            keys.update(k for pk_keys in state.index_keys_of(conn, collection, entry["pks"]).values() for k in pk_keys)
+            state.owe(conn, regions, collection, keys)
+            state.drop_journal_entry(conn, entry["id"])
 
 
 def _composed_values(state: StateStore, conn, collection: str, pks: Sequence[str], order: Sequence[str]) -> dict[str, bytes]:
     """cache key → packed record, for every key of the given records, composed from state."""
     if not pks:
         return {}
-    composed = state.compose(conn, collection, pks, order)
-    keys = state.index_keys_of(conn, collection, pks)
+    return _values_of(state, conn, collection, state.compose(conn, collection, pks, order))
+
+
+def _values_of(state: StateStore, conn, collection: str, composed: Mapping[str, bytes]) -> dict[str, bytes]:
+    """cache key → packed record, for every key of the composed records."""
+    if not composed:
+        return {}
+    keys = state.index_keys_of(conn, collection, list(composed))
     return {key: composed[pk] for pk, pk_keys in keys.items() if pk in composed for key in pk_keys}
 
 

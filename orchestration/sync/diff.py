@@ -9,11 +9,15 @@ from __future__ import annotations
 import marshal
 import struct
 import tempfile
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
+import orjson
+
+from orchestration.config.specs import FieldType
+from orchestration.store.keys import index_text
+from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected, json_default
 from orchestration.sync.warehouse import ModelDelta
 
 SPILL_IN_MEMORY_BYTES = 64 * 1024 * 1024
@@ -28,7 +32,7 @@ class Rejection:
     row: dict[str, Any]
 
     def sample(self) -> dict[str, Any]:
-        return {"reason": self.reason, "pk": self.pk, "row": {k: _printable(v) for k, v in self.row.items()}}
+        return {"reason": self.reason, "pk": self.pk, "row": json_row(self.row)}
 
 
 @dataclass
@@ -37,13 +41,17 @@ class SyncPlan:
 
     rows_read: int = 0
     added: int = 0
-    changed: int = 0
+    changed: int = 0  # the sync's fields of the record differ from what it last wrote
+    rewritten: int = 0  # written again with the same fields (a full resync, a changed mapping)
     unchanged: int = 0
     rejected: int = 0
     removed_pks: list[str] = field(default_factory=list)
     rejected_pks: set[str] = field(default_factory=set)
     rejection_samples: list[dict[str, Any]] = field(default_factory=list)
     rejection_reasons: Counter = field(default_factory=Counter)
+    # pk → indexes of samples whose row was not kept (a duplicate's first row, rejected only when
+    # the second one came): `fill_sample_rows` finds them after the scan.
+    samples_missing_rows: dict[str, list[int]] = field(default_factory=dict)
     _spill: Any = None
     _spilled: int = 0
     _pending: list[tuple] = field(default_factory=list)
@@ -54,6 +62,7 @@ class SyncPlan:
             "rows_read": self.rows_read,
             "added": self.added,
             "changed": self.changed,
+            "rewritten": self.rewritten,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
             "removed": len(self.removed_pks),
@@ -113,7 +122,7 @@ class _Seen:
         self.category = category
 
 
-_ADDED, _CHANGED, _UNCHANGED = _Seen("added"), _Seen("changed"), _Seen("unchanged")
+_ADDED, _CHANGED, _REWRITTEN, _UNCHANGED = _Seen("added"), _Seen("changed"), _Seen("rewritten"), _Seen("unchanged")
 _REJECTED = _Seen("rejected")
 
 
@@ -138,7 +147,8 @@ def plan_sync(
         for row in chunk:
             record = scan.map(row)
             if record is not None:
-                scan.admit(record, row, snapshot.get(record.pk), record.row_hash, tracked=True)
+                previous = snapshot.get(record.pk)
+                scan.admit(record, row, previous, record.row_hash, tracked=True, same_body=previous == record.row_hash)
         if progress is not None:
             progress(scan.plan.counts)
     scan.plan.removed_pks = [pk for pk, value in snapshot.items() if not isinstance(value, _Seen)]
@@ -152,18 +162,26 @@ def plan_delta(
     full_resync: bool = False,
     max_samples: int = 20,
     progress: Callable[[dict[str, int]], None] | None = None,
+    previous_bodies: Callable[[list[str]], dict[str, bytes]] | None = None,
 ) -> SyncPlan:
     """The plan `plan_sync` would make, from the rows the warehouse found different (ModelDelta).
 
     Rows not in the delta are unchanged and share no index value with any other row: they are
     counted, not mapped. Rows that share a value are tracked exactly as `plan_sync` tracks every
     row, so duplicates are rejected the same way; the snapshot stores fingerprints, not body hashes.
+    A fingerprint that differs says the inputs or the mapping changed, not that the record did:
+    `previous_bodies` (pk → the fields last written) tells a changed record from a rewritten one.
     """
     # The snapshot holds the warehouse's fingerprints: bodies need no hash of their own.
     scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples, hash_bodies=False)
     matched = 0  # snapshot pks met in the delta (removed included)
     shared_matched: set[str] = set()
     for chunk in delta:
+        before: dict[str, bytes] = {}
+        if delta.snapshot_size and previous_bodies is not None:  # (a first sync has nothing to compare)
+            differing = [pk for row, pk, fingerprint, previous, _ in chunk
+                         if row is not None and previous is not None and previous != fingerprint]
+            before = previous_bodies(differing) if differing else {}
         for row, pk, fingerprint, previous, shared in chunk:
             if row is None:
                 scan.plan.removed_pks.append(pk)
@@ -176,7 +194,8 @@ def plan_delta(
                     matched += 1
             record = scan.map(row)
             if record is not None:
-                scan.admit(record, row, previous, fingerprint, tracked=shared)
+                same_body = previous == fingerprint or before.get(record.pk) == record.body
+                scan.admit(record, row, previous, fingerprint, tracked=shared, same_body=same_body)
         if progress is not None:
             progress(scan.plan.counts)
     unseen = delta.snapshot_size - matched - len(shared_matched)
@@ -215,9 +234,11 @@ class _Scan:
                 self.plan.rejected_pks.add(error.pk)
             return None
 
-    def admit(self, record: MappedRecord, row: dict[str, Any], previous: Any, row_hash: int, *, tracked: bool) -> None:
+    def admit(self, record: MappedRecord, row: dict[str, Any], previous: Any, row_hash: int, *, tracked: bool,
+              same_body: bool) -> None:
         """Count a mapped record and keep it if it must be written. An untracked record is known
-        to share no index value with any other row of the model."""
+        to share no index value with any other row of the model; `same_body` says its fields are
+        those last written (a full resync or a changed mapping rewrites it, it did not change)."""
         plan, pk = self.plan, record.pk
         if tracked and isinstance(self.seen.get(pk), _Seen):
             self.reject(f"duplicate primary index value {pk!r}", pk, row)
@@ -226,10 +247,12 @@ class _Scan:
         conflict = _claim_indices(self.index_owner, record) if tracked else None
         if previous is None:
             seen = _ADDED
-        elif self.full_resync or previous != row_hash:
-            seen = _CHANGED
-        else:
+        elif previous == row_hash and not self.full_resync:
             seen = _UNCHANGED
+        elif same_body:
+            seen = _REWRITTEN
+        else:
+            seen = _CHANGED
         if tracked:
             self.seen[pk] = seen
         if conflict is not None:
@@ -243,10 +266,13 @@ class _Scan:
             plan._keep(record, seen is _ADDED, row_hash)
 
     def reject(self, reason: str, pk: str | None, row: dict[str, Any] | None) -> None:
+        """Count a rejection and sample it; `row` None: the row is no longer at hand (found later)."""
         plan = self.plan
         plan.rejected += 1
         plan.rejection_reasons[reason.split(" ")[0]] += 1
         if len(plan.rejection_samples) < self.max_samples:
+            if row is None and pk is not None:
+                plan.samples_missing_rows.setdefault(pk, []).append(len(plan.rejection_samples))
             plan.rejection_samples.append(Rejection(reason, pk, row or {}).sample())
 
     def reject_first_sighting(self, pk: str, reason: str) -> None:
@@ -271,7 +297,56 @@ def _claim_indices(owner: dict[str, dict[str, str]], record: MappedRecord) -> tu
     return None
 
 
-def _printable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
+def fill_sample_rows(plan: SyncPlan, chunks: Iterable[Sequence[dict[str, Any]]], mapper: RecordMapper) -> None:
+    """Put the model's rows into the samples that lack theirs (`plan.samples_missing_rows`): `chunks`
+    holds at least those rows. A pk sampled twice (a duplicate pair) gets a row not sampled yet."""
+    wanted = plan.samples_missing_rows
+    primary_text = _primary_text(mapper)
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for chunk in chunks:
+        for row in chunk:
+            pk = primary_text(row)
+            if pk in wanted:
+                found[pk].append(json_row(row))
+    for pk, indexes in wanted.items():
+        taken = [s["row"] for s in plan.rejection_samples if s["pk"] == pk and s["row"]]
+        for index in indexes:
+            rows = found.get(pk, [])
+            choice = next((r for r in rows if r not in taken), rows[0] if rows else None)
+            if choice is not None:
+                plan.rejection_samples[index]["row"] = choice
+                taken.append(choice)
+    plan.samples_missing_rows = {}
+
+
+def _primary_text(mapper: RecordMapper) -> Callable[[dict[str, Any]], str | None]:
+    """row → its primary index value: read straight from the column when it is mapped as it is,
+    else by mapping the row."""
+    spec = mapper.spec
+    primary = next(f for f in spec.fields if f.target == spec.primary_index)
+    if primary.column is not None and primary.type is FieldType.auto:
+        column = primary.column
+        return lambda row: index_text(row.get(column))
+
+    def mapped(row: dict[str, Any]) -> str | None:
+        try:
+            return mapper.map_row(row, hashed=False).pk
+        except RowRejected as error:
+            return error.pk
+
+    return mapped
+
+
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A model row as JSON values: lists and structs stay arrays and objects, dates ISO text,
+    decimals numbers (as records serve them); anything else becomes its text."""
+    return {str(name): _json_value(value) for name, value in row.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, bool)):
         return value
-    return str(value)
+    try:
+        return orjson.loads(orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS))
+    except (TypeError, orjson.JSONEncodeError):
+        return str(value)

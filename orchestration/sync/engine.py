@@ -10,15 +10,15 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import orjson
 
 from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
-from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, replay_journal
-from orchestration.sync.diff import SyncPlan, plan_delta, plan_sync
+from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, settle_collection
+from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import RecordMapper
 from orchestration.sync.warehouse import Warehouse
@@ -76,6 +76,14 @@ class Services:
     def sync_order(self, collection: str) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.project.syncs_for(collection))
 
+    def collection_regions(self, collection: str) -> tuple[str, ...]:
+        """Every region that serves the collection: those its syncs list, enabled or not (a
+        disabled region is owed what it misses, and catches up once enabled again)."""
+        listed: set[str] = set()
+        for spec in self.project.syncs_for(collection):
+            listed.update(spec.regions if spec.regions is not None else self.project.regions)
+        return tuple(region for region in self.project.regions if region in listed)
+
     def close(self) -> None:
         for cache in self._caches.values():
             cache.close()
@@ -107,7 +115,6 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
     spec = project.sync(sync_name)
     targets = _target_regions(project, spec, regions)
     caches = services.caches(targets)
-    layout = CollectionLayout(spec, services.sync_order(spec.collection))
     state.create_all()
     state.mark_abandoned_runs(sync_name, stale_after=ABANDONED_AFTER_SECONDS)
     started = time.monotonic()
@@ -129,7 +136,19 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
 
     try:
         _acquire_for_run(services, lease, counts, progress)
-        _replay_pending_journal(services, lease)
+
+        def on_catch_up(settled: int) -> None:
+            counts["caught_up"] = settled
+            heartbeat()
+            if progress:
+                progress("catch up", counts)
+
+        caught_up = _catch_up(services, lease, targets, on_catch_up)
+        layout = CollectionLayout(  # read under the lease: the sync's own earlier run may have added tombstones
+            spec, services.sync_order(spec.collection),
+            owed_regions=tuple(r for r in services.collection_regions(spec.collection) if r not in targets),
+            has_tombstones=state.has_tombstones(spec.collection, spec.name),
+        )
         sql = project.model_sql(spec)
         project.check_columns(spec, services.warehouse.columns(sql))
         mapper = RecordMapper(spec, max_record_bytes=project.max_record_bytes(spec))
@@ -140,8 +159,11 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
             if progress:
                 progress("scan", counts)
 
-        plan = _plan(services, sql, mapper, full_resync=full_resync, progress=on_scan)
+        plan, sql_pk_column = _plan(services, sql, mapper, full_resync=full_resync, progress=on_scan)
         counts.update(plan.counts)
+        counts["caught_up"] = caught_up
+        if plan.samples_missing_rows:
+            fill_sample_rows(plan, _rows_of(services, sql, mapper, plan.samples_missing_rows, sql_pk_column), mapper)
         if plan.rejected_share > spec.rejections.max_share:
             raise SyncFailed(
                 f"{plan.rejected} of {plan.rows_read} rows rejected ({plan.rejected_share:.1%}), over the "
@@ -157,9 +179,10 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
             heartbeat()
             if progress:
                 progress("write", counts)
-        counts["removed"] = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
-        counts["kept"] = len(plan.removed_pks) - counts["removed"]
-        counts["written"] = written
+        removal = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
+        counts["removed"] = removal.removed
+        counts["kept"] = len(plan.removed_pks) - removal.removed
+        counts["written"] = written + removal.written
         # Recorded before the lease is released: the run that waited for it sees this one finished.
         state.finish_run(run_id, status="succeeded", counts=counts, rejection_samples=plan.rejection_samples)
     except Exception as error:  # recorded, then re-raised with the report attached
@@ -204,28 +227,33 @@ def _acquire_for_run(services: Services, lease: CollectionLease, counts: dict[st
     lease.acquire(wait_seconds=services.project.spec.defaults.lease_wait_seconds, on_wait=on_wait)
 
 
-def _replay_pending_journal(services: Services, lease: CollectionLease) -> None:
-    """Finish the cache work crashed runs left: this collection's under the run's own lease, another
-    collection's only if nobody holds its lease now (else its writer replays it)."""
+def _catch_up(services: Services, lease: CollectionLease, regions: Sequence[str],
+              on_batch: Callable[[int], None]) -> int:
+    """Write `regions` what earlier runs left them owing (crashed runs' journal entries included):
+    this collection's under the run's own lease, another collection's crash leftovers only if nobody
+    holds its lease now (else its writer does it). Returns the keys written or removed."""
     state, project = services.state, services.project
-    for collection in state.journal_collections():
-        if collection == lease.collection:
-            replay_journal(state, services.cache, services.sync_order, enabled_regions=project.enabled_regions,
-                           collection=collection)
-            continue
+    state.forget_regions_except(tuple(project.regions))
+    settled = settle_collection(state, services.cache, services.sync_order(lease.collection),
+                                collection=lease.collection, regions=regions, lease=lease, on_batch=on_batch)
+    for collection in state.journal_collections() - {lease.collection}:
         other = CollectionLease(state, collection, f"journal replay by {lease.holder}")
         if other.try_acquire():
             try:
-                replay_journal(state, services.cache, services.sync_order, enabled_regions=project.enabled_regions,
-                               collection=collection)
+                settle_collection(state, services.cache, services.sync_order(collection), collection=collection,
+                                  regions=[r for r in regions if r in services.collection_regions(collection)],
+                                  lease=other)
             finally:
                 other.release()
+    return settled
 
 
-def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress) -> SyncPlan:
+def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool,
+          progress) -> tuple[SyncPlan, str | None]:
     """Diff the model against the snapshot: inside DuckDB when it can compute every index value
-    (only rows that changed are then mapped), else by mapping every row in Python."""
-    spec, warehouse = mapper.spec, services.warehouse
+    (only rows that changed are then mapped), else by mapping every row in Python. Returns the
+    plan and, on the DuckDB path, the column whose text is the primary index."""
+    spec, warehouse, state = mapper.spec, services.warehouse, services.state
     chunk_size = services.project.spec.defaults.chunk_size
     options = {"full_resync": full_resync, "max_samples": spec.rejections.samples, "progress": progress}
     if warehouse.is_duckdb:
@@ -234,11 +262,26 @@ def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bo
         if index_columns is not None:
             delta = warehouse.iter_delta(
                 sql, index_columns=index_columns, source_columns=mapper.source_columns(list(column_types)),
-                snapshot=services.state.iter_snapshot(spec.name), salt=mapper.fingerprint_salt,
+                snapshot=state.iter_snapshot(spec.name), salt=mapper.fingerprint_salt,
                 rewrite_all=full_resync, chunk_size=chunk_size,
             )
-            return plan_delta(delta, mapper, **options)
-    return plan_sync(warehouse.iter_chunks(sql, chunk_size), mapper, services.state.snapshot(spec.name), **options)
+            previous_bodies = lambda pks: state.sync_fields_of(spec.name, pks)  # noqa: E731
+            return plan_delta(delta, mapper, previous_bodies=previous_bodies, **options), index_columns[0]
+    return plan_sync(warehouse.iter_chunks(sql, chunk_size), mapper, state.snapshot(spec.name), **options), None
+
+
+def _rows_of(services: Services, sql: str, mapper: RecordMapper, pks: Collection[str],
+             sql_pk_column: str | None) -> Iterator[list[dict[str, Any]]]:
+    """The model's rows whose primary index is one of `pks` (a few, for rejection samples): filtered
+    in SQL when the primary index is a plain column, else found by reading the model again."""
+    chunk_size = services.project.spec.defaults.chunk_size
+    if sql_pk_column is None:
+        return services.warehouse.iter_chunks(sql, chunk_size)
+    column = '"' + sql_pk_column.replace('"', '""') + '"'
+    values = ", ".join("'" + pk.replace("'", "''") + "'" for pk in sorted(pks))
+    return services.warehouse.iter_chunks(
+        f"select * from ({sql}) as larder_model where nullif(cast({column} as varchar), '') in ({values})", chunk_size
+    )
 
 
 def rehydrate_region(services: Services, region: str, *, progress: Progress | None = None) -> dict[str, int]:
@@ -250,13 +293,15 @@ def rehydrate_region(services: Services, region: str, *, progress: Progress | No
     state, cache = services.state, services.cache(region)
     state.create_all()
     totals = {"records": 0, "keys": 0}
+    collections = set(state.collections_with_records()) | state.journal_collections() | state.owed_collections(region)
     with _rare_collections():
-        for collection in sorted(set(state.collections_with_records()) | state.journal_collections()):
+        for collection in sorted(collections):
             lease = CollectionLease(state, collection, f"rehydrate of region {region!r}")
             lease.acquire(wait_seconds=services.project.spec.defaults.lease_wait_seconds)
             try:
-                replay_journal(state, services.cache, services.sync_order,
-                               enabled_regions=services.project.enabled_regions, only_region=region, collection=collection)
+                # Settles what the region is owed (keys of records removed meanwhile are deleted), then rewrites all.
+                settle_collection(state, services.cache, services.sync_order(collection), collection=collection,
+                                  regions=[region], lease=lease)
                 _rehydrate_collection(services, cache, collection, lease, totals, progress)
             finally:
                 lease.release()

@@ -71,11 +71,19 @@ class CollectionLease:
             time.sleep(poll_seconds)
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free, expired or held by a dead process of this host."""
+        """Take the lease if it is free, expired or held by a dead process of this host. The run
+        that held a lease taken over is marked failed: it will never finish by itself."""
+        before = self.state.lease_of(self.collection)
         if self.state.acquire_lease(self._row()):
+            if before is not None and before.token != self.token:
+                expired = max(0.0, time.time() - before.expires_at)
+                self._fail_overtaken(before, f"its lease expired {expired:.0f} s earlier without being renewed")
             return True
         current = self.state.lease_of(self.collection)
-        return current is not None and _died_here(current) and self.state.take_over_lease(current.token, self._row())
+        if current is not None and _died_here(current) and self.state.take_over_lease(current.token, self._row()):
+            self._fail_overtaken(current, f"its process (pid {current.pid} on host {current.host}) no longer exists")
+            return True
+        return False
 
     def renew(self, conn=None) -> None:
         """Extend the lease (inside `conn`'s transaction if given); raises LeaseLost if it was taken."""
@@ -88,9 +96,16 @@ class CollectionLease:
     def release(self) -> None:
         self.state.release_lease(self.collection, self.token)
 
+    def _fail_overtaken(self, previous: Lease, why: str) -> None:
+        if previous.run_id is not None:
+            self.state.fail_overtaken_run(
+                previous.run_id,
+                f"stopped without finishing: {why}, and {self.holder} took over its lease on collection "
+                f"{self.collection!r}",
+            )
+
     def _row(self) -> Lease:
         return Lease(self.collection, self.token, self.holder, self.run_id, _HOST, os.getpid(), time.time() + self.ttl)
-
 
 
 def _died_here(lease: Lease) -> bool:

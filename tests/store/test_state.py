@@ -37,3 +37,30 @@ def test_create_all_on_an_earlier_database_drops_the_retired_index_and_keeps_the
     assert state.resolve("L1:people:id:=1") == ("people", "2")
     state.dispose()
     engine.dispose()
+
+
+def test_create_all_adds_the_owed_keys_and_tombstones_tables_to_an_earlier_database(state_url):
+    engine = sa.create_engine(state_url)
+    with engine.begin() as conn:
+        for statement in EARLIER_RECORD_INDICES:
+            conn.exec_driver_sql(statement)
+    state = StateStore(state_url)
+    state.create_all()
+    state.create_all()  # idempotent
+    assert {"region_pending_keys", "record_tombstones"} <= set(sa.inspect(engine).get_table_names())
+    with state.begin() as conn:
+        state.owe(conn, ["eu"], "people", ["L1:people:id:=1", "L1:people:id:=2"])
+        state.owe(conn, ["eu"], "people", ["L1:people:id:=1"])  # owed twice: kept once
+        state.add_tombstones(conn, "people", "profiles", ["1"])
+        state.add_tombstones(conn, "people", "profiles", ["1"])
+    assert list(state.iter_owed_keys("eu", "people")) == [["L1:people:id:=1", "L1:people:id:=2"]]
+    assert state.owed_collections("eu") == {"people"} and state.owed_collections("us") == set()
+    state.settle("eu", "people", ["L1:people:id:=1", "L1:people:id:=2"])
+    assert state.owed_collections("eu") == set()
+    with state.begin() as conn:
+        assert state.tombstoned(conn, "people", ["1", "2"], by=["profiles", "scores"]) == {"1"}
+        assert state.tombstoned(conn, "people", ["1", "2"], by=["scores"]) == set()  # profiles no longer configured
+        state.lift_tombstones(conn, "people", "profiles", ["1"])
+        assert state.tombstoned(conn, "people", ["1"], by=["profiles"]) == set()
+    state.dispose()
+    engine.dispose()

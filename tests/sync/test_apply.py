@@ -5,7 +5,7 @@ from __future__ import annotations
 from orchestration.store.keys import record_key
 from orchestration.store.state import StateStore
 from orchestration.sync import Services
-from orchestration.sync.apply import replay_journal
+from orchestration.sync.apply import settle_collection
 from tests.sync.conftest import SyncHarness, sync_config
 
 PEOPLE = "id integer, name varchar, email varchar, phone varchar"
@@ -128,11 +128,9 @@ def test_delete_removes_the_whole_record_on_every_index(harness):
     assert harness.run("profiles").counts["removed"] == 1
     assert harness.get("customers", "user_id", 1) is None
     assert harness.get("customers", "email", "a@x") is None
-    # the other sync's snapshot forgot the record too, so its next run writes its fields again
-    assert harness.run("engagement").counts["added"] == 1
-    assert harness.get("customers", "user_id", 1) == {
-        "user_id": 1, "engagement": {"listens": 10}, "address": {"street": "Main St"},
-    }
+    # the other sync still holds its fields: its next run changes nothing, and the record stays deleted
+    assert harness.run("engagement").counts["unchanged"] == 2
+    assert harness.get("customers", "user_id", 1) is None
 
 
 def test_keep_leaves_records_whose_rows_left_the_model(harness):
@@ -255,7 +253,8 @@ def test_replay_of_another_syncs_stale_key_never_removes_a_live_record(harness):
     harness.run("engagement")  # record 1 still exists in state (the delete never committed here)
     services = Services(harness.project)
     try:
-        replay_journal(state, services.cache, services.sync_order, enabled_regions=["main"])
+        settle_collection(state, services.cache, services.sync_order("customers"), collection="customers",
+                          regions=["main"])
     finally:
         services.close()
     assert harness.get("customers", "user_id", 1)["engagement"] == {"listens": 10}

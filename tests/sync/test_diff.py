@@ -56,8 +56,8 @@ def test_full_resync_rewrites_everything_and_still_removes(harness):
     harness.cache().delete_many(_keys(harness, 1))
     harness.table("people", COLUMNS, [(1, "Ann", "a@x")])
     report = harness.run("people", full_resync=True)
-    assert counts_of(report, "changed", "unchanged", "removed", "written") == {
-        "changed": 1, "unchanged": 0, "removed": 1, "written": 1,
+    assert counts_of(report, "changed", "rewritten", "unchanged", "removed", "written") == {
+        "changed": 0, "rewritten": 1, "unchanged": 0, "removed": 1, "written": 1,
     }
     assert report.full_resync
     assert harness.get("people", "id", 1) == {"id": 1, "name": "Ann"}

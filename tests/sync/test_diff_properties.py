@@ -55,27 +55,30 @@ def mapped(sync: str, pk: int, version: int) -> dict:
 
 
 class ExpectedModel:
-    """The mapped model, kept by the rules the README states (not by reading the engine's state)."""
+    """The mapped model, kept by the rules the README states (not by reading the engine's state):
+    `clear` drops the sync's fields; `delete` drops them too and hides the whole record, whatever
+    the other sync holds, until the deleting sync's model has the row again."""
 
-    def __init__(self, profiles_delete: str):
-        self.delete = {"profiles": profiles_delete, "stats": "clear"}
+    def __init__(self, profiles_delete: str, stats_delete: str = "clear"):
+        self.delete = {"profiles": profiles_delete, "stats": stats_delete}
         self.fields: dict[str, dict[int, int]] = {"profiles": {}, "stats": {}}  # sync → pk → version
+        self.deleted: dict[str, set[int]] = {"profiles": set(), "stats": set()}  # sync → pks it deleted
 
     def run(self, sync: str, state: dict[int, int]) -> None:
         for pk in set(self.fields[sync]) - set(state):
-            if self.delete[sync] == "clear":
+            if self.delete[sync] in ("clear", "delete"):
                 del self.fields[sync][pk]
-            elif self.delete[sync] == "delete":
-                for fields in self.fields.values():
-                    fields.pop(pk, None)
+            if self.delete[sync] == "delete":
+                self.deleted[sync].add(pk)
         self.fields[sync].update(state)
+        self.deleted[sync] -= set(state)
 
     def served(self) -> dict[tuple[str, str], dict]:
         """(index, value text) → record, for every lookup that should answer."""
         answers = {}
         for pk in PKS:
             parts = [(s, self.fields[s][pk]) for s in ("profiles", "stats") if pk in self.fields[s]]
-            if not parts:
+            if not parts or any(pk in deleted for deleted in self.deleted.values()):
                 continue
             record: dict = {}
             for sync, version in parts:
@@ -103,14 +106,16 @@ def every_lookup() -> list[tuple[str, str]]:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(profiles_delete=st.sampled_from(["keep", "clear", "delete"]), runs=steps)
-def test_served_records_equal_the_mapped_model_after_any_runs(harness, memcached, tmp_path, profiles_delete, runs):
+@given(profiles_delete=st.sampled_from(["keep", "clear", "delete"]), stats_delete=st.sampled_from(["clear", "delete"]),
+       runs=steps)
+def test_served_records_equal_the_mapped_model_after_any_runs(harness, memcached, tmp_path, profiles_delete,
+                                                              stats_delete, runs):
     memcached.flush()
     harness.configure(
-        {**PROFILES, "delete": profiles_delete}, STATS,
+        {**PROFILES, "delete": profiles_delete}, {**STATS, "delete": stats_delete},
         state_url=f"sqlite:///{tmp_path / f'state-{uuid.uuid4().hex}.db'}",
     )
-    expected = ExpectedModel(profiles_delete)
+    expected = ExpectedModel(profiles_delete, stats_delete)
     for sync, state, full_resync in runs:
         if sync == "profiles":
             harness.table("profiles", "id integer, name varchar, email varchar",

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from orchestration.store.state import StateStore
-from tests.sync.conftest import sync_config
+from tests.sync.conftest import SyncHarness, sync_config
 
 N = 1_200
 CHUNK = 100
@@ -113,3 +113,38 @@ def test_sigkill_mid_write_leaves_old_or_new_records_and_the_next_run_converges(
     _assert_served_is_exactly_new(harness)
     assert harness.run("people").counts["written"] == 0  # converged: nothing left to do
     state.dispose()
+
+
+def test_after_a_crash_a_run_limited_to_one_region_leaves_the_other_to_the_next_full_run(
+    project_factory, duckdb_url, memcached_pair,
+):
+    servers = {"us": [memcached_pair[0].server], "eu": [memcached_pair[1].server]}
+    harness = SyncHarness(project_factory, duckdb_url, servers)
+    harness.table("people", COLUMNS, list(OLD.values()))
+    harness.configure(SYNC, extra={"defaults": {"chunk_size": CHUNK}})
+    harness.run("people")
+    harness.table("people", COLUMNS, list(NEW.values()))
+    state = StateStore(harness.project.spec.state.url)
+    process = _start_sync(harness, 0.25)
+    _wait_for_written(state, 2 * CHUNK, process)
+    time.sleep(0.125)  # inside the third chunk's pause: committed, not yet cached in either region
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=10) == -signal.SIGKILL
+    eu_after_crash = {pk: harness.get("people", "id", pk, region="eu") for pk in set(OLD) | set(NEW)}
+
+    assert harness.run("people", regions=["us"]).status == "succeeded"
+    assert state.pending_journal() == []
+    for pk in set(OLD) | set(NEW):
+        assert harness.get("people", "id", pk, region="us") == (record(NEW[pk]) if pk in NEW else None), pk
+        assert harness.get("people", "id", pk, region="eu") == eu_after_crash[pk], pk  # not written
+
+    report = harness.run("people")
+    assert report.counts["written"] == 0 and report.counts["caught_up"] > 0
+    for region in ("us", "eu"):
+        for pk in set(OLD) | set(NEW):
+            assert harness.get("people", "id", pk, region=region) == (record(NEW[pk]) if pk in NEW else None), (region, pk)
+            if pk in NEW:
+                assert harness.get("people", "email", NEW[pk][2], region=region) == record(NEW[pk]), (region, pk)
+    assert state.owed_collections("eu") == set()
+    state.dispose()
+    harness.close()

@@ -158,9 +158,28 @@ def test_the_lease_of_a_sigkilled_run_is_taken_over_and_the_next_run_converges(h
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=10) == -signal.SIGKILL
     assert state.lease_of("customers").token == holder.token  # the dead run never released it
-    assert harness.run("engagement").status == "succeeded"
+    taker = harness.run("engagement")
+    assert taker.status == "succeeded"
+    killed = state.recent_runs("profiles", limit=1)[0]
+    assert killed["id"] == holder.run_id and killed["status"] == "failed"
+    assert killed["finished_at"] is not None
+    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in killed["error"]
+    assert "no longer exists" in killed["error"]
     assert harness.run("profiles").status == "succeeded"
     _served_is_exactly(harness, 2)
+    state.dispose()
+
+
+def test_a_run_whose_expired_lease_is_taken_over_is_marked_failed(harness, state_url):
+    state = _setup(harness, state_url, lease_wait_seconds=30)
+    stalled = state.start_run("profiles", full_resync=False, regions=["main"])
+    assert state.acquire_lease(Lease("customers", "f" * 32, f"run {stalled} of sync 'profiles'", stalled,
+                                     "another-host", 1, time.time() + 0.5))
+    taker = harness.run("engagement")
+    run = state.recent_runs("profiles", limit=1)[0]
+    assert run["id"] == stalled and run["status"] == "failed"
+    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in run["error"]
+    assert "expired" in run["error"]
     state.dispose()
 
 

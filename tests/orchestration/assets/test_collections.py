@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import duckdb
 
 from tests.orchestration.conftest import warehouse_rows
 
@@ -24,8 +25,8 @@ def test_sync_materialization_records_counts_duration_and_regions(demo_built):
     (users,) = warehouse_rows(demo_built.warehouse_path, "select count(*) from customer_profiles")[0]
     assert metadata["added"].value == users
     assert metadata["written"].value == users
-    assert {name: metadata[name].value for name in ("changed", "removed", "rejected", "unchanged")} == {
-        "changed": 0, "removed": 0, "rejected": 0, "unchanged": 0
+    assert {name: metadata[name].value for name in ("changed", "rewritten", "removed", "rejected", "unchanged")} == {
+        "changed": 0, "rewritten": 0, "removed": 0, "rejected": 0, "unchanged": 0
     }
     assert metadata["duration_seconds"].value > 0
     assert metadata["regions"].value == ["us", "eu"]
@@ -52,23 +53,34 @@ def test_rerunning_a_sync_finds_everything_unchanged_and_full_resync_rewrites_ev
     )
     rewritten = _sync_metadata(full, PROFILES)
     assert rewritten["full_resync"].value is True
-    assert rewritten["changed"].value == rewritten["written"].value == rewritten["rows_read"].value
+    assert rewritten["rewritten"].value == rewritten["written"].value == rewritten["rows_read"].value
+    assert rewritten["changed"].value == 0  # rewritten, not changed: the records are the same
 
 
-def test_a_run_can_write_a_subset_of_regions(demo_built):
-    demo_built.memcached["eu"].flush()
-    try:
-        result = demo_built.defs.resolve_job_def("sync_customer_engagement").execute_in_process(
+def test_a_run_limited_to_a_region_leaves_the_other_to_the_next_run_that_covers_it(demo_built):
+    job = demo_built.defs.resolve_job_def("sync_customer_engagement")
+    engagement = demo_built.project.dbt_model("customer_engagement").relation
+    before = demo_built.record("eu", "customers", "user_id", "12345")["engagement"]["listens_30d"]
+
+    def listens(delta: int, **config) -> dg.ExecuteInProcessResult:
+        _warehouse_sql(demo_built, f"update {engagement} set listens_30d = listens_30d + {delta} where user_id = 12345")
+        return job.execute_in_process(
             instance=dg.DagsterInstance.ephemeral(),
-            run_config={
-                "ops": {"collection__customers__customer_engagement": {"config": {"full_resync": True, "regions": ["us"]}}}
-            },
+            run_config={"ops": {"collection__customers__customer_engagement": {"config": config}}},
         )
-        assert _sync_metadata(result, ENGAGEMENT)["regions"].value == ["us"]
-        assert demo_built.record("eu", "customers", "user_id", "12345") is None
-    finally:
-        _rehydrate(demo_built, "eu")
-    assert demo_built.record("eu", "customers", "user_id", "12345")["full_name"] == "Jane Doe"
+
+    limited = listens(1000, regions=["us"])
+    assert _sync_metadata(limited, ENGAGEMENT)["regions"].value == ["us"]
+    assert demo_built.record("us", "customers", "user_id", "12345")["engagement"]["listens_30d"] == before + 1000
+    assert demo_built.record("eu", "customers", "user_id", "12345")["engagement"]["listens_30d"] == before  # not written
+
+    covering = listens(0)  # the model has not changed since: eu is written what the limited run left it
+    assert _sync_metadata(covering, ENGAGEMENT)["caught_up"].value > 0
+    for region in ("us", "eu"):
+        assert demo_built.record(region, "customers", "user_id", "12345")["engagement"]["listens_30d"] == before + 1000
+    listens(-1000)
+    for region in ("us", "eu"):
+        assert demo_built.record(region, "customers", "user_id", "12345")["engagement"]["listens_30d"] == before
 
 
 def test_a_run_naming_a_region_the_sync_does_not_write_fails_with_the_reason(demo_built):
@@ -87,6 +99,9 @@ def _sync_metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
     return event.step_materialization_data.materialization.metadata
 
 
-def _rehydrate(demo, region: str) -> None:
-    result = demo.defs.resolve_job_def(f"rehydrate_{region}").execute_in_process(instance=dg.DagsterInstance.ephemeral())
-    assert result.success
+def _warehouse_sql(demo, sql: str) -> None:
+    conn = duckdb.connect(str(demo.warehouse_path))
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
