@@ -1,18 +1,33 @@
-"""Jobs: one per sync (its model and collection asset), one for all syncs, one rehydrate per region,
-and `dbt_build` for the dbt project (what a data team runs after changing a model or a seed)."""
+"""Jobs: one per sync, one for all syncs, one rehydrate per region, `dbt_build`, and the first
+build of everything that `larder up` runs.
+
+`dbt_build` builds the dbt project and, in the same run, everything a sync on upstream change
+needs downstream of it (its model with its checks, the sync, the collection): the new data is
+served as soon as dbt is done, with no sensor tick and no second run on the way.
+"""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
 import dagster as dg
 
-from orchestration.assets.collections import COLLECTION_KEY_PREFIX, sync_key
-from orchestration.assets.dbt import DBT_KEY_PREFIX
-from orchestration.assets.models import MODEL_KEY_PREFIX, model_key
+from orchestration.assets.keys import (
+    COLLECTION_KEY_PREFIX,
+    DBT_KEY_PREFIX,
+    MODEL_KEY_PREFIX,
+    SYNC_KEY_PREFIX,
+    collection_key,
+    model_key,
+    sync_key,
+)
 from orchestration.config.load import Project
+from orchestration.config.specs import SyncSpec, UpstreamTrigger
 from orchestration.resources import LarderResource
 from orchestration.sync import rehydrate_region
 
 DBT_JOB_NAME = "dbt_build"
+BOOTSTRAP_JOB_NAME = "larder_up"
+# What the runs list shows as the launcher of the first build (it would say "Manually launched").
+BOOTSTRAP_TAGS = {"larder/launched_by": "larder up"}
 
 
 def sync_job_name(sync_name: str) -> str:
@@ -27,7 +42,7 @@ def build_sync_jobs(project: Project) -> list:
     jobs = [
         dg.define_asset_job(
             sync_job_name(d.spec.name),
-            selection=dg.AssetSelection.assets(model_key(d.spec), sync_key(d.spec)),
+            selection=dg.AssetSelection.assets(*_sync_chain(d.spec)),
             description=f"Run sync {d.spec.name}: read its model, write collection {d.spec.collection}.",
         )
         for d in project.syncs
@@ -35,7 +50,7 @@ def build_sync_jobs(project: Project) -> list:
     jobs.append(
         dg.define_asset_job(
             "all_syncs",
-            selection=dg.AssetSelection.key_prefixes(MODEL_KEY_PREFIX, COLLECTION_KEY_PREFIX),
+            selection=dg.AssetSelection.key_prefixes(MODEL_KEY_PREFIX, SYNC_KEY_PREFIX, COLLECTION_KEY_PREFIX),
             description="Run every sync.",
         )
     )
@@ -48,10 +63,37 @@ def build_dbt_jobs(project: Project) -> list:
     return [
         dg.define_asset_job(
             DBT_JOB_NAME,
-            selection=dg.AssetSelection.key_prefixes(DBT_KEY_PREFIX),
-            description="dbt build: seeds, models and their tests. Syncs on upstream change follow by themselves.",
+            selection=dg.AssetSelection.key_prefixes(DBT_KEY_PREFIX)
+            | dg.AssetSelection.assets(*follows_dbt(project)),
+            description=(
+                "dbt build (seeds, models, tests), then in the same run every sync on upstream change: "
+                "its model, checks, sync and collection."
+            ),
         )
     ]
+
+
+def follows_dbt(project: Project) -> list[dg.AssetKey]:
+    """The Larder assets a dbt build brings up to date: those of syncs on upstream change of a dbt model."""
+    keys: dict[dg.AssetKey, None] = {}
+    for declared in project.syncs:
+        spec = declared.spec
+        if spec.model.dbt is not None and isinstance(spec.trigger, UpstreamTrigger):
+            keys.update(dict.fromkeys(_sync_chain(spec)))
+    return list(keys)
+
+
+def build_bootstrap_job():
+    return dg.define_asset_job(
+        BOOTSTRAP_JOB_NAME,
+        selection=dg.AssetSelection.all(),
+        description="The first build of everything (dbt, models, syncs, collections), run by `larder up`.",
+        tags=BOOTSTRAP_TAGS,
+    )
+
+
+def _sync_chain(spec: SyncSpec) -> tuple[dg.AssetKey, ...]:
+    return model_key(spec), sync_key(spec), collection_key(spec.collection)
 
 
 def build_rehydrate_jobs(project: Project) -> list[dg.JobDefinition]:

@@ -1,7 +1,8 @@
-"""The dbt project as Dagster assets, keyed `dbt/<model>`."""
+"""The dbt project as Dagster assets, keyed `dbt/<node>`, and what the Larder assets read from it."""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,19 +11,24 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from orchestration.assets.keys import DBT_KEY_PREFIX
 from orchestration.config.load import Project
 
-DBT_KEY_PREFIX = "dbt"
+DBT_GROUP = "dbt"
 
 
 class LarderDbtTranslator(DagsterDbtTranslator):
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
-        return spec.replace_attributes(key=spec.key.with_prefix(DBT_KEY_PREFIX), group_name="dbt")
+        return spec.replace_attributes(key=spec.key.with_prefix(DBT_KEY_PREFIX), group_name=DBT_GROUP)
 
-
-def dbt_model_key(model_name: str) -> dg.AssetKey:
-    return dg.AssetKey([DBT_KEY_PREFIX, model_name])
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        # A seed has no SQL: dagster-dbt's default would show an empty "Raw SQL" block under it.
+        if dbt_resource_props["resource_type"] == "seed":
+            return dbt_resource_props.get("description") or (
+                f"dbt seed {dbt_resource_props['name']}: the rows of {dbt_resource_props['original_file_path']}."
+            )
+        return super().get_description(dbt_resource_props)
 
 
 def dbt_project_of(project: Project) -> DbtProject | None:
@@ -48,6 +54,35 @@ def build_dbt_assets(dbt: DbtProject) -> dg.AssetsDefinition:
 
 def dbt_resource(dbt: DbtProject) -> DbtCliResource:
     return DbtCliResource(project_dir=dbt, dbt_executable=_dbt_executable())
+
+
+def dbt_column_descriptions(dbt: DbtProject | None) -> dict[str, dict[str, str]]:
+    """dbt model name → its documented columns → their descriptions, from the manifest."""
+    if dbt is None:
+        return {}
+    manifest = json.loads(Path(dbt.manifest_path).read_text())
+    return {
+        node["name"]: {name: column.get("description", "") for name, column in node.get("columns", {}).items()}
+        for node in manifest.get("nodes", {}).values()
+        if node.get("resource_type") == "model"
+    }
+
+
+def dbt_tests_upstream_of(dbt_assets_def: dg.AssetsDefinition | None, key: dg.AssetKey) -> tuple[dg.AssetCheckKey, ...]:
+    """The dbt tests on a dbt asset and on every dbt asset it is built from, as check keys."""
+    if dbt_assets_def is None:
+        return ()
+    upstream = {key}
+    stack = [key]
+    while stack:
+        for parent in dbt_assets_def.asset_deps.get(stack.pop(), ()):
+            if parent not in upstream:
+                upstream.add(parent)
+                stack.append(parent)
+    return tuple(sorted(
+        (check for check in dbt_assets_def.check_keys if check.asset_key in upstream),
+        key=lambda check: (check.asset_key.to_user_string(), check.name),
+    ))
 
 
 def _dbt_executable() -> str:

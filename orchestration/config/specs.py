@@ -74,6 +74,13 @@ class FieldSpec(Strict):
         return tuple(self.target.split("."))
 
 
+class FailedDbtTests(str, Enum):
+    """What a sync does while a blocking dbt test upstream of its model is failing."""
+
+    hold = "hold"  # do not write; the sync's run says which tests hold it back
+    sync = "sync"  # sync anyway
+
+
 class ModelRef(Strict):
     """Where a sync's rows come from: a dbt model by name, or inline SQL."""
 
@@ -138,6 +145,7 @@ class SyncSpec(Strict):
     rejections: RejectionPolicy = RejectionPolicy()
     max_record_bytes: Annotated[int, Field(gt=0, le=50_000_000)] | None = None
     block_on_failed_checks: bool = False
+    on_failed_dbt_tests: FailedDbtTests = FailedDbtTests.hold
 
     @field_validator("name")
     @classmethod
@@ -174,6 +182,12 @@ class SyncSpec(Strict):
                 )
         if self.primary_index in self.indices:
             raise ValueError(f"indices: {self.primary_index!r} is already the primary index")
+        return self
+
+    @model_validator(mode="after")
+    def _dbt_tests_need_a_dbt_model(self) -> "SyncSpec":
+        if "on_failed_dbt_tests" in self.model_fields_set and self.model.dbt is None:
+            raise ValueError("on_failed_dbt_tests: only a sync reading a dbt model has dbt tests to hold it back")
         return self
 
     @property

@@ -39,8 +39,9 @@ def test_a_sync_with_a_cron_trigger_gets_a_running_schedule_of_its_job(project_f
 def test_manual_syncs_have_no_automation_condition(project_factory):
     defs = build_definitions(project_factory([sync("by_hand")]))
     graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey(["collection", "byhand", "by_hand"])).automation_condition is None
-    assert graph.get(dg.AssetKey(["model", "by_hand_sql"])).automation_condition is None
+    assert graph.get(dg.AssetKey(["sync", "by_hand_sync"])).automation_condition is None
+    assert graph.get(dg.AssetKey(["model", "by_hand_sql_model"])).automation_condition is None
+    assert graph.get(dg.AssetKey(["collection", "byhand"])).automation_condition is None
 
 
 def test_the_demo_has_a_stopped_daily_dbt_build_schedule(demo):
@@ -61,7 +62,7 @@ def test_a_sync_on_upstream_change_is_requested_once_its_dbt_model_materializes(
         key.to_user_string() for key in demo.defs.resolve_asset_graph().get_all_asset_keys()
         if second.get_num_requested(key)
     }
-    assert requested == {"model/customer_profiles", "collection/customers/customer_profiles"}
+    assert requested == {"model/customer_profiles_model", "sync/customer_profiles_sync"}
 
 
 def test_the_automation_sensor_ticks_every_five_seconds_and_runs_by_default(demo):

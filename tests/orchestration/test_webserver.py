@@ -70,14 +70,14 @@ def test_the_webserver_serves_every_asset_check_job_sensor_and_schedule_of_the_d
     graph = demo.defs.resolve_asset_graph()
     served = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
     assert set(served) == {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert served["collection/customers/customer_engagement"]["groupName"] == "customers"
+    assert served["sync/customer_engagement_sync"]["groupName"] == served["collection/customers"]["groupName"] == "customers"
     checks = {
         f"{key}:{check['name']}"
         for key, node in served.items()
         for check in node["assetChecksOrError"].get("checks", [])
     }
     assert checks == {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
-    assert "model/customer_profiles:customer_profiles_email_unique" in checks
+    assert "model/customer_profiles_model:customer_profiles_email_unique" in checks
 
 
 def _query_once_loaded(url: str, log: Path) -> dict:
