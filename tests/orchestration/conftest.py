@@ -8,6 +8,8 @@ once (dbt build → models → syncs), so the tests reading its results share on
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,66 @@ def warehouse_rows(path: Path, sql: str) -> list[tuple]:
 
 def environment(extra: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
+
+
+PEOPLE = "user_id,name,country\n1,Ann Lee,FR\n2,Bo Chan,DE\n"
+COUNTRIES = "code\nFR\nDE\n"
+
+
+@dataclass
+class TinyDbt:
+    """A dbt project of two seeds and one model, with a relationships test, and its Larder project."""
+
+    root: Path
+    memcached: MemcachedProcess
+
+    @property
+    def people_seed(self) -> Path:
+        return self.root / "dbt" / "seeds" / "people_seed.csv"
+
+    def project(self, project_factory, **sync_options) -> Project:
+        sync = {
+            "name": "people",
+            "model": {"dbt": "people"},
+            "collection": "people",
+            "primary_index": "user_id",
+            "fields": [{"column": "user_id"}, {"column": "name"}, {"column": "country"}],
+            "trigger": {"on_upstream_change": True},
+            **sync_options,
+        }
+        return project_factory([sync], regions={"test": [self.memcached.server]}, extra={"dbt": {"project_dir": "dbt"}})
+
+    def record(self, user_id: str) -> dict | None:
+        cache = RecordCache([self.memcached.server])
+        try:
+            raw = cache.get(record_key("people", "user_id", user_id))
+        finally:
+            cache.close()
+        return None if raw is None else orjson.loads(envelope.unpack(raw).body)
+
+
+@pytest.fixture
+def tiny_dbt(tmp_path, memcached) -> TinyDbt:
+    """Writes and parses the tiny dbt project beside the temporary larder.yaml."""
+    dbt = tmp_path / "dbt"
+    (dbt / "seeds").mkdir(parents=True)
+    (dbt / "models").mkdir()
+    (dbt / "dbt_project.yml").write_text(
+        "name: tiny\nversion: '1.0'\nprofile: tiny\nseeds:\n  tiny:\n    +column_types: {user_id: integer}\n"
+    )
+    (dbt / "profiles.yml").write_text(
+        f"tiny:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: '{tmp_path / 'warehouse.duckdb'}'\n"
+        "      threads: 1\n"
+    )
+    (dbt / "seeds" / "people_seed.csv").write_text(PEOPLE)
+    (dbt / "seeds" / "countries.csv").write_text(COUNTRIES)
+    (dbt / "models" / "people.sql").write_text("select * from {{ ref('people_seed') }}\n")
+    (dbt / "models" / "schema.yml").write_text(
+        "version: 2\nmodels:\n  - name: people\n    columns:\n      - name: country\n        data_tests:\n"
+        "          - relationships:\n              arguments: {to: ref('countries'), field: code}\n"
+    )
+    subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), "parse", "--quiet", "--profiles-dir", ".", "--project-dir", "."],
+        cwd=dbt, check=True,
+    )
+    return TinyDbt(tmp_path, memcached)

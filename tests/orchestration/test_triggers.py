@@ -69,3 +69,26 @@ def test_the_automation_sensor_ticks_every_five_seconds_and_runs_by_default(demo
     sensor = demo.defs.resolve_sensor_def("larder_automation")
     assert sensor.minimum_interval_seconds == 5
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_dbt_build_serves_a_change_in_its_own_run_and_automation_does_not_sync_it_a_second_time(tiny_dbt, project_factory):
+    defs = build_definitions(tiny_dbt.project(project_factory))
+    instance = dg.DagsterInstance.ephemeral()
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+
+    tiny_dbt.people_seed.write_text(tiny_dbt.people_seed.read_text().replace("Ann Lee", "Ann Fresh"))
+    run = defs.resolve_job_def("dbt_build").execute_in_process(instance=instance)
+    assert [e.asset_key.to_user_string() for e in run.get_asset_materialization_events()][-4:] == [
+        "dbt/people", "model/people_model", "sync/people_sync", "collection/people"
+    ]
+    assert tiny_dbt.record("1")["name"] == "Ann Fresh"
+
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert after.total_requested == 0
+
+    # A rebuild outside Larder's jobs (another tool, a run of the dbt asset alone) still brings the sync.
+    instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["dbt", "people"])))
+    outside = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+    requested = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys() if outside.get_num_requested(k)}
+    assert requested == {"model/people_model", "sync/people_sync", "collection/people"}
+
