@@ -26,8 +26,8 @@ from orchestration.sync import rehydrate_region
 
 DBT_JOB_NAME = "dbt_build"
 BOOTSTRAP_JOB_NAME = "larder_up"
-# What the runs list shows as the launcher of the first build (it would say "Manually launched").
-BOOTSTRAP_TAGS = {"larder/launched_by": "larder up"}
+# The runs list shows a run's `user` tag as who launched it (else "Manually launched").
+BOOTSTRAP_TAGS = {"user": "larder up", "larder/launched_by": "larder up"}
 
 
 def sync_job_name(sync_name: str) -> str:

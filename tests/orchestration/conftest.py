@@ -10,21 +10,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import dagster as dg
 import duckdb
 import orjson
 import pytest
+import requests
 
 from orchestration.config.load import REPO_ROOT, Project, load_project
 from orchestration.definitions import build_definitions
+from orchestration.jobs import BOOTSTRAP_JOB_NAME
 from orchestration.store import envelope
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
-from tests.support import MemcachedProcess
+from tests.support import MemcachedProcess, free_port
 
 
 @dataclass
@@ -39,6 +43,10 @@ class Demo:
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
 
     def record(self, region: str, collection: str, index: str, value: str) -> dict | None:
         """The record the API would serve from the region's memcached, or None."""
@@ -76,13 +84,11 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def demo_built(demo) -> Demo:
-    """The demo after one in-process materialization of every asset and check, as `larder up` does it."""
-    result = dg.materialize(
-        list(demo.defs.assets),
-        resources=demo.defs.resources,
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    """The demo after the first build of every asset and check, as `larder up` runs it, recorded in
+    a Dagster instance under the demo's runtime folder (`demo.dagster_home`) that a webserver can show."""
+    demo.dagster_home.mkdir(exist_ok=True)
+    with dg.DagsterInstance.local_temp(tempdir=str(demo.dagster_home)) as instance:
+        result = demo.defs.resolve_job_def(BOOTSTRAP_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     demo.materialized = {
         "result": result,
@@ -95,6 +101,43 @@ def demo_built(demo) -> Demo:
         },
     }
     return demo
+
+
+@contextmanager
+def running_webserver(env: dict[str, str], dagster_home: Path, log_path: Path) -> Iterator[str]:
+    """dagster-webserver on a free port serving workspace.yaml with `env`; yields its base URL."""
+    port = free_port()
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
+         "-w", str(REPO_ROOT / "workspace.yaml")],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def wait_until_loaded(base_url: str, log_path: Path, timeout: float = 120.0) -> None:
+    """Poll the webserver until its code location has loaded (fail with its log otherwise)."""
+    query = "query { locationStatusesOrError { ... on WorkspaceLocationStatusEntries { entries { loadStatus } } } }"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.post(f"{base_url}/graphql", json={"query": query}, timeout=10).json()
+            entries = answer["data"]["locationStatusesOrError"]["entries"]
+            if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+                return
+        except (requests.ConnectionError, KeyError, TypeError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"dagster-webserver did not load the code location in {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
 
 
 def warehouse_rows(path: Path, sql: str) -> list[tuple]:
