@@ -18,6 +18,9 @@ from orchestration.resources import LarderResource
 from orchestration.sync import SyncFailed, SyncReport, run_sync
 
 COUNT_NAMES = ("added", "changed", "removed", "rejected", "unchanged")
+# In a run, a sync whose model is read goes before the next model: each collection is served as
+# soon as its own model is read, not after every model of the run.
+SYNC_STEP_PRIORITY = {"dagster/priority": "1"}
 
 
 class SyncRunConfig(dg.Config):
@@ -58,6 +61,7 @@ def _sync_asset(
         tags={"larder/collection": spec.collection},
         automation_condition=condition,
         pool="warehouse",
+        op_tags=SYNC_STEP_PRIORITY,
         metadata={
             "collection": spec.collection,
             "field_mapping": field_mapping(spec),

@@ -82,6 +82,10 @@ def test_dbt_build_serves_a_change_in_its_own_run_and_automation_does_not_sync_i
         "dbt/people", "model/people_model", "sync/people_sync", "collection/people"
     ]
     assert tiny_dbt.record("1")["name"] == "Ann Fresh"
+    # The run's parse is kept for the next run, which then parses only what changed.
+    target = tiny_dbt.root / "dbt" / "target"
+    (this_run,) = target.glob(f"larder_dbt_models-{run.run_id[:7]}-*/partial_parse.msgpack")
+    assert (target / "partial_parse.msgpack").read_bytes() == this_run.read_bytes()
 
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
     assert after.total_requested == 0

@@ -109,3 +109,10 @@ def _sync_metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
 def _rehydrate(demo, region: str) -> None:
     result = demo.defs.resolve_job_def(f"rehydrate_{region}").execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
+
+
+def test_in_a_run_each_sync_starts_as_soon_as_its_model_is_read(demo_built):
+    started = [e.step_key for e in demo_built.materialized["result"].all_events if e.is_step_start]
+    for spec in demo_built.project.syncs_for("customers"):
+        model = dg.AssetKey(["model", f"{spec.model.dbt}_model"]).to_python_identifier()
+        assert started.index(f"sync__{spec.name}_sync") == started.index(model) + 1, started
