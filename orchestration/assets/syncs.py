@@ -10,7 +10,7 @@ gate (assets/gate.py) whether failed checks upstream hold it back.
 import dagster as dg
 
 from orchestration.assets.dbt import dbt_tests_upstream_of
-from orchestration.assets.gate import guarding_checks, held_back_message, holds
+from orchestration.assets.gate import Hold, guarding_checks, held_back_message, holds
 from orchestration.assets.keys import dbt_model_key, model_key, sync_key
 from orchestration.config.load import Project
 from orchestration.config.specs import FieldSpec, ManualTrigger, ScheduleTrigger, SyncSpec
@@ -70,16 +70,18 @@ def _sync_asset(
             "delete_behaviour": spec.delete.value,
             "trigger": trigger_text(spec),
             "regions": dg.MetadataValue.json(list(project.regions_of(spec))),
-            "held_back_by": dg.MetadataValue.json([key.to_user_string() for key in guards]),
+            "guarded_by": dg.MetadataValue.json([key.to_user_string() for key in guards]),
             "declared_in": source.location,
         },
+        check_specs=[_guard_check_spec(spec, guards)] if guards else None,
     )
-    def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig, larder: LarderResource) -> dg.MaterializeResult:
+    def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig, larder: LarderResource):
         failed = holds(context.instance, guards)
         if failed:
+            yield _guard_result(spec, failed)
             raise dg.Failure(
                 description=held_back_message(spec, failed),
-                metadata={"held_back_by": dg.MetadataValue.json([hold.as_metadata() for hold in failed])},
+                metadata={"held_back_by": _held_back_by(failed)},
                 allow_retries=False,
             )
         with larder.services() as services:
@@ -99,9 +101,44 @@ def _sync_asset(
                 ) from error
             except ValueError as error:  # a region the sync does not write
                 raise dg.Failure(description=str(error)) from error
-        return dg.MaterializeResult(metadata=sync_metadata(report))
+        yield dg.MaterializeResult(
+            metadata=sync_metadata(report),
+            check_results=[_guard_result(spec, [])] if guards else None,
+        )
 
     return sync_asset
+
+
+def guard_check_name(spec: SyncSpec) -> str:
+    return f"{spec.name}_not_held_back"
+
+
+def _guard_check_spec(spec: SyncSpec, guards: tuple[dg.AssetCheckKey, ...]) -> dg.AssetCheckSpec:
+    # A check on the sync itself: when the sync is held back, its node on the graph and its page
+    # show a failed check that says why, where a failed run alone would only say that it failed.
+    return dg.AssetCheckSpec(
+        guard_check_name(spec),
+        asset=sync_key(spec),
+        description=(
+            f"Passes while the {len(guards)} check(s) guarding sync {spec.name} pass; when one fails, the sync "
+            "holds back and this check says which."
+        ),
+    )
+
+
+def _guard_result(spec: SyncSpec, failed: list[Hold]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=guard_check_name(spec),
+        asset_key=sync_key(spec),
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=held_back_message(spec, failed) if failed else "every check guarding the sync passed",
+        metadata={"held_back_by": _held_back_by(failed)},
+    )
+
+
+def _held_back_by(failed: list[Hold]) -> dg.JsonMetadataValue:
+    return dg.MetadataValue.json([hold.as_metadata() for hold in failed])
 
 
 def field_mapping(spec: SyncSpec) -> dg.TableMetadataValue:

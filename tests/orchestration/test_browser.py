@@ -1,6 +1,6 @@
 """What a data team reads in the Dagster UI, read back by headless Chromium from a real
 dagster-webserver showing the built demo: the asset graph, a sync's page, the collection's page,
-and the runs list.
+and the runs list; and, on a small dbt project of its own, a sync held back by a failing dbt test.
 
 Chromium is Debian's `chromium` package (`.ci/run` installs it), driven by playwright's Python
 package; playwright's own browser download is not used.
@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
+import dagster as dg
 import pytest
 
-from tests.orchestration.conftest import running_webserver, wait_until_loaded
+from orchestration.definitions import build_definitions
+from tests.orchestration.conftest import PEOPLE, running_webserver, wait_until_loaded
 
 pytestmark = pytest.mark.browser
 
@@ -45,15 +50,15 @@ class Ui:
             skip.first.click()
 
 
-@pytest.fixture(scope="module")
-def ui(demo_built, tmp_path_factory):
+@contextmanager
+def browsing(env: dict[str, str], dagster_home: Path, log: Path) -> Iterator[Ui]:
+    """A webserver showing `dagster_home` with `env`, and a headless Chromium page on it."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("chromium is not installed: `apt-get install -y chromium` (.ci/run does this)")
-    log = tmp_path_factory.mktemp("ui") / "webserver.log"
-    with running_webserver(demo_built.env, demo_built.dagster_home, log) as base_url:
+    with running_webserver(env, dagster_home, log) as base_url:
         wait_until_loaded(base_url, log)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -63,6 +68,12 @@ def ui(demo_built, tmp_path_factory):
                 yield Ui(base_url, page)
             finally:
                 browser.close()
+
+
+@pytest.fixture(scope="module")
+def ui(demo_built, tmp_path_factory):
+    with browsing(demo_built.env, demo_built.dagster_home, tmp_path_factory.mktemp("ui") / "webserver.log") as ui:
+        yield ui
 
 
 def test_the_collection_graph_tells_the_larder_model_the_sync_and_the_collection_apart(ui):
@@ -100,3 +111,23 @@ def test_the_runs_list_names_the_first_build_and_who_launched_it(ui):
     assert "larder_up" in text  # the target, not a blank hidden job
     assert "Manually launched" not in text
     assert "larder up" in text
+
+
+def test_a_held_back_sync_says_on_its_node_and_its_page_which_dbt_test_holds_it(tiny_dbt, project_factory, tmp_path):
+    project = tiny_dbt.project(project_factory)
+    defs = build_definitions(project)
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    with dg.DagsterInstance.local_temp(tempdir=str(dagster_home)) as instance:
+        tiny_dbt.people_seed.write_text(PEOPLE.replace("2,Bo Chan,DE", "2,Bo Chan,XX"))
+        defs.resolve_job_def("dbt_build").execute_in_process(instance=instance, raise_on_error=False)
+        defs.resolve_job_def("sync_people").execute_in_process(instance=instance, raise_on_error=False)
+
+    with browsing({"LARDER_CONFIG": str(project.path)}, dagster_home, tmp_path / "webserver.log") as ui:
+        # The sync node's own check (its only one) is failed; the page waits for it to show.
+        graph = ui.open("/locations/larder/asset-groups/people/lineage", expect="0 / 1 Passed")
+        assert "people_sync" in graph
+        checks = ui.open("/assets/sync/people_sync?view=checks", expect="held back")
+        assert "people_not_held_back" in checks
+        assert "sync people held back, nothing written" in checks
+        assert "dbt test relationships_people_country__code__ref_countries_ on dbt/people failed" in checks

@@ -43,12 +43,19 @@ def test_a_failing_dbt_test_holds_the_sync_back_and_the_sync_asset_says_which(ti
     assert f"dbt test {RELATIONSHIPS_TEST} on dbt/people failed" in failure.description
     assert "on_failed_dbt_tests: sync" in failure.description
     assert [h["check"] for h in failure.metadata["held_back_by"].value] == [RELATIONSHIPS_TEST]
+    # The sync asset's own check fails with the same words: its node and page show why.
+    (guard,) = held.get_asset_check_evaluations()
+    assert (guard.asset_key.to_user_string(), guard.check_name, guard.passed) == ("sync/people_sync", "people_not_held_back", False)
+    assert guard.description == failure.description
     assert tiny_dbt.record("2")["country"] == "DE"
 
     # Once the data is fixed and dbt passes again, the sync follows in the same run.
     tiny_dbt.people_seed.write_text(PEOPLE.replace("Bo Chan", "Bo Fixed"))
-    assert dbt_build.execute_in_process(instance=instance).success
+    fixed = dbt_build.execute_in_process(instance=instance)
     assert tiny_dbt.record("2") == {"user_id": 2, "name": "Bo Fixed", "country": "DE"}
+    assert [(e.check_name, e.passed) for e in fixed.get_asset_check_evaluations() if e.asset_key.path[0] == "sync"] == [
+        ("people_not_held_back", True)
+    ]
 
 
 def test_a_sync_that_asks_to_sync_anyway_writes_despite_a_failing_dbt_test(tiny_dbt, project_factory):
