@@ -8,7 +8,18 @@ served as soon as dbt is done, with no sensor tick and no second run on the way.
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
+import sys
+
 import dagster as dg
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from orchestration.assets.keys import (
     COLLECTION_KEY_PREFIX,
@@ -19,7 +30,7 @@ from orchestration.assets.keys import (
     model_key,
     sync_key,
 )
-from orchestration.config.load import Project
+from orchestration.config.load import REPO_ROOT, Project
 from orchestration.config.specs import SyncSpec, UpstreamTrigger
 from orchestration.resources import LarderResource
 from orchestration.sync import rehydrate_region
@@ -28,6 +39,9 @@ DBT_JOB_NAME = "dbt_build"
 BOOTSTRAP_JOB_NAME = "larder_up"
 # The runs list shows a run's `user` tag as who launched it (else "Manually launched").
 BOOTSTRAP_TAGS = {"user": "larder up", "larder/launched_by": "larder up"}
+# workspace.yaml's code location, as the webserver names it.
+CODE_LOCATION_MODULE = "orchestration.definitions"
+CODE_LOCATION_NAME = "larder"
 
 
 def sync_job_name(sync_name: str) -> str:
@@ -90,6 +104,28 @@ def build_bootstrap_job():
         description="The first build of everything (dbt, models, syncs, collections), run by `larder up`.",
         tags=BOOTSTRAP_TAGS,
     )
+
+
+def run_bootstrap(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None):
+    """Run `larder_up` in this process, recorded as a run of the code location the UI serves;
+    returns its result (`.success`, its events).
+
+    A run executed in process belongs to no code location: the runs list could not name its job
+    and the overview's timeline, which lists runs by code location, would say "No runs".
+    """
+    job = defs.resolve_job_def(BOOTSTRAP_JOB_NAME)
+    run = instance.create_run_for_job(
+        job_def=job, run_config=run_config, tags=job.tags, remote_job_origin=_served_origin(job.name)
+    )
+    return execute_run(InMemoryJob(job), run, instance)
+
+
+def _served_origin(job_name: str) -> RemoteJobOrigin:
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name=CODE_LOCATION_MODULE, working_directory=str(REPO_ROOT)),
+        location_name=CODE_LOCATION_NAME,
+    )
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
 
 
 def _sync_chain(spec: SyncSpec) -> tuple[dg.AssetKey, ...]:

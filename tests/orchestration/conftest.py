@@ -24,7 +24,7 @@ import requests
 
 from orchestration.config.load import REPO_ROOT, Project, load_project
 from orchestration.definitions import build_definitions
-from orchestration.jobs import BOOTSTRAP_JOB_NAME
+from orchestration.jobs import run_bootstrap
 from orchestration.store import envelope
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
@@ -88,7 +88,7 @@ def demo_built(demo) -> Demo:
     a Dagster instance under the demo's runtime folder (`demo.dagster_home`) that a webserver can show."""
     demo.dagster_home.mkdir(exist_ok=True)
     with dg.DagsterInstance.local_temp(tempdir=str(demo.dagster_home)) as instance:
-        result = demo.defs.resolve_job_def(BOOTSTRAP_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+        result = run_bootstrap(demo.defs, instance)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     demo.materialized = {
         "result": result,
