@@ -6,9 +6,9 @@ until the record carries the new name. The run builds dbt, then the models, chec
 collections that follow it, in that one run. The last round renames her back, and the seed file is
 restored byte for byte whatever happens.
 
-Each round is split by stage, from the run's step timings: launch → dbt step start (queue, run
-worker start), dbt, dbt done → sync start (the model and its checks), the sync, sync done → served.
-The report gives every round and the worst one.
+Each round is split by stage, from the run's timings: launch → run start (queue, run worker
+process), run start → dbt step start, dbt, dbt done → sync start (the model and its checks), the
+sync, sync done → served. The report gives every round and the worst one.
 
 When the demo is already up (`larder up --detach`), its own seed file is changed. Otherwise the
 bench copies the demo project (config, sync files, dbt project) to a temporary folder and runs
@@ -25,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,8 @@ from orchestration.config.load import REPO_ROOT, larder_home, load_project
 
 SEED = Path("seeds") / "users.csv"
 USER_ID = "12345"
-GRAPHQL = "http://127.0.0.1:3000/graphql"
+DAGSTER_PORT = 3000
+GRAPHQL = f"http://127.0.0.1:{DAGSTER_PORT}/graphql"
 CODE_LOCATION = {"repositoryLocationName": "larder", "repositoryName": "__repository__"}
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
@@ -63,7 +65,8 @@ query Steps($runId: ID!) {
 DBT_STEP = "larder_dbt_models"
 SYNC_STEP = "sync__customer_profiles_sync"  # the sync that serves full_name
 STAGES = (
-    ("start", "launch → dbt starts (queue, run worker)"),
+    ("launch", "launch → the run starts (queue, run worker process, code location import)"),
+    ("setup", "run start → dbt starts (resources, plan)"),
     ("dbt", "dbt build"),
     ("model", "dbt done → sync starts (model, checks)"),
     ("sync", "sync"),
@@ -81,6 +84,7 @@ class Round:
     name: str
     launched: float
     served: float
+    run_start: float | None = None
     dbt_start: float | None = None
     dbt_end: float | None = None
     sync_start: float | None = None
@@ -96,7 +100,7 @@ class Round:
 
     def stages(self) -> dict[str, float | None]:
         """Seconds per stage; None when the run did not hold that step (e.g. a sync run by the sensor)."""
-        points = [self.launched, self.dbt_start, self.dbt_end, self.sync_start, self.sync_end, self.served]
+        points = [self.launched, self.run_start, self.dbt_start, self.dbt_end, self.sync_start, self.sync_end, self.served]
         return {
             name: (None if start is None or end is None else round(end - start, 2))
             for (name, _), start, end in zip(STAGES, points, points[1:])
@@ -149,6 +153,7 @@ def _running_demo() -> Iterator[Demo]:
         return
     with tempfile.TemporaryDirectory(prefix="larder-freshness-") as folder:
         demo = _copy_of_demo(Path(folder))
+        _refuse_taken_ports(demo)
         env = {**os.environ, **demo.env}
         env.pop("DAGSTER_HOME", None)  # `larder up` puts it under the copy's runtime folder
         env.pop("LARDER_WAREHOUSE_PATH", None)
@@ -172,6 +177,22 @@ def _copy_of_demo(folder: Path) -> Demo:
     )
     env = {"LARDER_CONFIG": str(folder / "orchestration" / "larder.yaml"), "LARDER_HOME": str(folder / "home")}
     return Demo(env, dbt / SEED)
+
+
+def _refuse_taken_ports(demo: Demo) -> None:
+    """`larder up` binds fixed ports: stop here, rather than run into whatever holds one of them."""
+    project = load_project(demo.config)
+    ports = {DAGSTER_PORT} | {project.regions[r].port for r in project.enabled_regions} | {
+        int(server.rpartition(":")[2]) for r in project.enabled_regions for server in project.regions[r].servers
+    }
+    taken = sorted(port for port in ports if _listening(port))
+    if taken:
+        raise SystemExit(f"freshness: port(s) {', '.join(map(str, taken))} already in use; `larder up` needs them free")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _measure(demo: Demo, original: bytes, count: int, timeout: float) -> list[Round]:
@@ -209,6 +230,7 @@ def _with_step_times(measured: Round, run_id: str, deadline: float) -> Round:
         if run.get("status") in FINISHED:
             steps = {step["stepKey"]: step for step in run.get("stepStats") or []}
             dbt, sync = steps.get(DBT_STEP, {}), steps.get(SYNC_STEP, {})
+            measured.run_start = run.get("startTime")
             measured.dbt_start, measured.dbt_end = dbt.get("startTime"), dbt.get("endTime")
             measured.sync_start, measured.sync_end = sync.get("startTime"), sync.get("endTime")
             return measured
