@@ -6,9 +6,9 @@ until the record carries the new name. The run builds dbt, then the models, chec
 collections that follow it, in that one run. The last round renames her back, and the seed file is
 restored byte for byte whatever happens.
 
-Each round is split by stage, from the run's timings: launch → run start (queue, run worker
-process), run start → dbt step start, dbt, dbt done → sync start (the model and its checks), the
-sync, sync done → served. The report gives every round and the worst one.
+Each round is split by stage, from the run's timings: launch → dequeued, → run start (the run
+worker process), run start → dbt step start, dbt, dbt done → sync start (the model and its
+checks), the sync, sync done → served. The report gives every round and the worst one.
 
 When the demo is already up (`larder up --detach`), its own seed file is changed. Otherwise the
 bench copies the demo project (config, sync files, dbt project) to a temporary folder and runs
@@ -59,13 +59,19 @@ query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } ..
 """
 RUN_STEPS = """
 query Steps($runId: ID!) {
-  runOrError(runId: $runId) { ... on Run { status startTime stepStats { stepKey startTime endTime } } }
+  runOrError(runId: $runId) {
+    ... on Run {
+      status startTime stepStats { stepKey startTime endTime }
+      eventConnection { events { __typename ... on RunDequeuedEvent { timestamp } } }
+    }
+  }
 }
 """
 DBT_STEP = "larder_dbt_models"
 SYNC_STEP = "sync__customer_profiles_sync"  # the sync that serves full_name
 STAGES = (
-    ("launch", "launch → the run starts (queue, run worker process, code location import)"),
+    ("queue", "launch → the daemon takes the run off the queue"),
+    ("worker", "→ the run starts (run worker process, code location import)"),
     ("setup", "run start → dbt starts (resources, plan)"),
     ("dbt", "dbt build"),
     ("model", "dbt done → sync starts (model, checks)"),
@@ -84,6 +90,7 @@ class Round:
     name: str
     launched: float
     served: float
+    dequeued: float | None = None
     run_start: float | None = None
     dbt_start: float | None = None
     dbt_end: float | None = None
@@ -100,7 +107,7 @@ class Round:
 
     def stages(self) -> dict[str, float | None]:
         """Seconds per stage; None when the run did not hold that step (e.g. a sync run by the sensor)."""
-        points = [self.launched, self.run_start, self.dbt_start, self.dbt_end, self.sync_start, self.sync_end, self.served]
+        points = [self.launched, self.dequeued, self.run_start, self.dbt_start, self.dbt_end, self.sync_start, self.sync_end, self.served]
         return {
             name: (None if start is None or end is None else round(end - start, 2))
             for (name, _), start, end in zip(STAGES, points, points[1:])
@@ -231,11 +238,18 @@ def _with_step_times(measured: Round, run_id: str, deadline: float) -> Round:
             steps = {step["stepKey"]: step for step in run.get("stepStats") or []}
             dbt, sync = steps.get(DBT_STEP, {}), steps.get(SYNC_STEP, {})
             measured.run_start = run.get("startTime")
+            measured.dequeued = _dequeued_at(run)
             measured.dbt_start, measured.dbt_end = dbt.get("startTime"), dbt.get("endTime")
             measured.sync_start, measured.sync_end = sync.get("startTime"), sync.get("endTime")
             return measured
         time.sleep(POLL_SECONDS)
     return measured
+
+
+def _dequeued_at(run: dict) -> float | None:
+    events = (run.get("eventConnection") or {}).get("events") or []
+    stamps = [float(e["timestamp"]) / 1000 for e in events if e.get("__typename") == "RunDequeuedEvent"]
+    return stamps[0] if stamps else None
 
 
 def _launch_dbt_build() -> str:
