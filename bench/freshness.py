@@ -62,7 +62,7 @@ query Steps($runId: ID!) {
   runOrError(runId: $runId) {
     ... on Run {
       status startTime stepStats { stepKey startTime endTime }
-      eventConnection { events { __typename ... on RunDequeuedEvent { timestamp } } }
+      eventConnection { events { __typename ... on RunStartingEvent { timestamp } } }
     }
   }
 }
@@ -70,7 +70,7 @@ query Steps($runId: ID!) {
 DBT_STEP = "larder_dbt_models"
 SYNC_STEP = "sync__customer_profiles_sync"  # the sync that serves full_name
 STAGES = (
-    ("queue", "launch → the daemon takes the run off the queue"),
+    ("queue", "launch → the daemon takes the run off the queue and starts it"),
     ("worker", "→ the run starts (run worker process, code location import)"),
     ("setup", "run start → dbt starts (resources, plan)"),
     ("dbt", "dbt build"),
@@ -238,7 +238,7 @@ def _with_step_times(measured: Round, run_id: str, deadline: float) -> Round:
             steps = {step["stepKey"]: step for step in run.get("stepStats") or []}
             dbt, sync = steps.get(DBT_STEP, {}), steps.get(SYNC_STEP, {})
             measured.run_start = run.get("startTime")
-            measured.dequeued = _dequeued_at(run)
+            measured.dequeued = _taken_off_queue_at(run)
             measured.dbt_start, measured.dbt_end = dbt.get("startTime"), dbt.get("endTime")
             measured.sync_start, measured.sync_end = sync.get("startTime"), sync.get("endTime")
             return measured
@@ -246,9 +246,9 @@ def _with_step_times(measured: Round, run_id: str, deadline: float) -> Round:
     return measured
 
 
-def _dequeued_at(run: dict) -> float | None:
+def _taken_off_queue_at(run: dict) -> float | None:
     events = (run.get("eventConnection") or {}).get("events") or []
-    stamps = [float(e["timestamp"]) / 1000 for e in events if e.get("__typename") == "RunDequeuedEvent"]
+    stamps = [float(e["timestamp"]) / 1000 for e in events if e.get("__typename") == "RunStartingEvent"]
     return stamps[0] if stamps else None
 
 
