@@ -6,12 +6,12 @@ new sync needs no Python.
 
 import dagster as dg
 
-from orchestration.assets.checks import build_sync_checks
-from orchestration.assets.collections import build_sync_assets
-from orchestration.assets.dbt import build_dbt_assets, dbt_project_of, dbt_resource
+from orchestration.assets.collections import build_collection_assets
+from orchestration.assets.dbt import build_dbt_assets, dbt_column_descriptions, dbt_project_of, dbt_resource
 from orchestration.assets.models import build_model_assets
+from orchestration.assets.syncs import build_sync_assets
 from orchestration.config.load import Project, load_project
-from orchestration.jobs import build_dbt_jobs, build_rehydrate_jobs, build_sync_jobs
+from orchestration.jobs import build_bootstrap_job, build_dbt_jobs, build_rehydrate_jobs, build_sync_jobs
 from orchestration.resources import LarderResource
 from orchestration.sensors import build_cache_loss_sensors
 from orchestration.triggers import automation_conditions, build_automation_sensor, build_schedules
@@ -24,15 +24,21 @@ EXECUTOR = dg.in_process_executor
 
 def build_definitions(project: Project) -> dg.Definitions:
     dbt = dbt_project_of(project)
+    dbt_models = build_dbt_assets(dbt) if dbt else None
     automation = automation_conditions(project)
     return dg.Definitions(
         assets=[
-            *([build_dbt_assets(dbt)] if dbt else []),
-            *build_model_assets(project, automation),
-            *build_sync_assets(project, automation),
+            *([dbt_models] if dbt_models else []),
+            *build_model_assets(project, automation, dbt_column_descriptions(dbt)),
+            *build_sync_assets(project, automation, dbt_models),
+            *build_collection_assets(project, automation),
         ],
-        asset_checks=build_sync_checks(project),
-        jobs=[*build_dbt_jobs(project), *build_sync_jobs(project), *build_rehydrate_jobs(project)],
+        jobs=[
+            *build_dbt_jobs(project),
+            *build_sync_jobs(project),
+            *build_rehydrate_jobs(project),
+            build_bootstrap_job(),
+        ],
         schedules=build_schedules(project),
         sensors=[build_automation_sensor(), *build_cache_loss_sensors(project)],
         executor=EXECUTOR,

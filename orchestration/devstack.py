@@ -297,13 +297,12 @@ def _materialize_everything(project: Project) -> None:
     import dagster as dg
 
     from orchestration.definitions import build_definitions
+    from orchestration.jobs import run_bootstrap
 
     defs = build_definitions(project)
     instance = dg.DagsterInstance.get()
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=instance, run_config=quiet_logs, raise_on_error=False)
-    if not result.success:
+    if not run_bootstrap(defs, instance, quiet_logs).success:
         raise SystemExit("larder: materializing the assets failed; see the run in the Dagster UI or the log above")
 
 

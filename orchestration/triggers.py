@@ -6,8 +6,7 @@ seconds; its own minimum interval matches, so a sync follows its dbt model withi
 
 import dagster as dg
 
-from orchestration.assets.collections import sync_key
-from orchestration.assets.models import model_key
+from orchestration.assets.keys import collection_key, model_key, sync_key
 from orchestration.config.load import Project
 from orchestration.config.specs import ScheduleTrigger, UpstreamTrigger
 from orchestration.jobs import DBT_JOB_NAME, sync_job_name
@@ -32,6 +31,7 @@ def automation_conditions(project: Project) -> dict[dg.AssetKey, dg.AutomationCo
         if isinstance(spec.trigger, UpstreamTrigger):
             conditions[sync_key(spec)] = ON_UPSTREAM_CHANGE
             conditions[model_key(spec)] = ON_UPSTREAM_CHANGE
+            conditions[collection_key(spec.collection)] = ON_UPSTREAM_CHANGE
     return conditions
 
 

@@ -105,8 +105,8 @@ def test_a_new_sync_file_appears_in_dagster_and_runs_its_first_materialization_b
         "fields: [{column: plan_id}, {column: members}]\ntrigger: {on_upstream_change: true}\n"
     )
 
-    assets = eventually(stack.asset_keys, lambda keys: "collection/plans/plans" in keys, AUTOMATION_SECONDS)
-    assert {"model/plans", "collection/plans/plans"} <= assets  # no "Reload definitions" clicked
+    assets = eventually(stack.asset_keys, lambda keys: "sync/plans_sync" in keys, AUTOMATION_SECONDS)
+    assert {"model/plans_model", "sync/plans_sync", "collection/plans"} <= assets  # no "Reload definitions" clicked
     served = eventually(lambda: stack.lookup("/v1/collections/plans/records/plan_id/pro"),
                         lambda response: response.status_code == 200, AUTOMATION_SECONDS)
     assert served.status_code == 200, served.text  # nobody ran it: the automation did

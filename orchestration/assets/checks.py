@@ -6,8 +6,10 @@
 
 Uniqueness and nulls are counted by SQL in the warehouse for indices read from a column; indices
 rendered by Liquid, and record sizes, need the sync's own mapper, so those scan the rows once.
-The checks sit on the model asset, upstream of the sync: when the sync sets
-`block_on_failed_checks: true` they are blocking, and a failure stops the sync in the same run.
+The checks sit on the model asset and run in its step, so they are decided before the sync reading
+the model starts. When the sync sets `block_on_failed_checks: true`, a failed check holds the sync
+back and the sync's asset says which (assets/gate.py); Dagster's own blocking would skip the sync
+step without a word.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
@@ -20,10 +22,9 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from orchestration.assets.models import model_key
+from orchestration.assets.keys import model_key
 from orchestration.config.load import Project
 from orchestration.config.specs import FieldSpec, SyncSpec
-from orchestration.resources import LarderResource
 from orchestration.store.keys import index_text
 from orchestration.sync.mapping import RecordMapper, RowRejected
 from orchestration.sync.warehouse import Warehouse
@@ -83,31 +84,33 @@ def evaluate_checks(project: Project, spec: SyncSpec, warehouse: Warehouse) -> l
     return outcomes
 
 
-def build_sync_checks(project: Project) -> list[dg.AssetChecksDefinition]:
-    return [_sync_checks(declared.spec) for declared in project.syncs]
-
-
-def _sync_checks(spec: SyncSpec) -> dg.AssetChecksDefinition:
-    specs = [
-        dg.AssetCheckSpec(name, asset=model_key(spec), description=description, blocking=spec.block_on_failed_checks)
+def check_specs(spec: SyncSpec) -> list[dg.AssetCheckSpec]:
+    """The checks of one sync, on its model asset."""
+    holds = f" A failure holds sync {spec.name} back." if spec.block_on_failed_checks else ""
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=model_key(spec),
+            description=description + holds,
+            metadata={"larder/sync": spec.name, "larder/holds_sync": spec.block_on_failed_checks},
+        )
         for name, description in check_names(spec).items()
     ]
 
-    @dg.multi_asset_check(specs=specs, name=f"{spec.name}_checks", pool="warehouse")
-    def sync_checks(context: dg.AssetCheckExecutionContext, larder: LarderResource):
-        with larder.services() as services:
-            outcomes = evaluate_checks(services.project, spec, services.warehouse)
-        for outcome in outcomes:
-            yield dg.AssetCheckResult(
-                check_name=outcome.name,
-                asset_key=model_key(spec),
-                passed=outcome.passed,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=outcome.description,
-                metadata={key: _metadata(value) for key, value in outcome.metadata.items()},
-            )
 
-    return sync_checks
+def check_results(project: Project, spec: SyncSpec, warehouse: Warehouse) -> list[dg.AssetCheckResult]:
+    """Evaluate the checks of one sync against its model, as results of the model's step."""
+    return [
+        dg.AssetCheckResult(
+            check_name=outcome.name,
+            asset_key=model_key(spec),
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.description,
+            metadata={key: _metadata(value) for key, value in outcome.metadata.items()},
+        )
+        for outcome in evaluate_checks(project, spec, warehouse)
+    ]
 
 
 @dataclass

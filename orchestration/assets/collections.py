@@ -1,88 +1,100 @@
-"""One asset per sync: the collection materialization that writes mapped records to every region."""
+"""One asset per collection, fed by the syncs that write it: where their records merge.
 
-# No `from __future__ import annotations`: Dagster reads the context, config and resource annotations.
+Its page says what a record of the collection is made of (which sync writes which fields, which
+sync owns which index) before anything runs, and, once materialized, how many records the durable
+state holds and how many each sync contributes.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
 import dagster as dg
+import sqlalchemy as sa
 
-from orchestration.assets.models import model_key
+from orchestration.assets.keys import collection_key, sync_key
+from orchestration.assets.syncs import collection_syncs
 from orchestration.config.load import Project
-from orchestration.config.specs import SyncSpec
 from orchestration.resources import LarderResource
-from orchestration.sync import SyncFailed, SyncReport, run_sync
-
-COLLECTION_KEY_PREFIX = "collection"
-COUNT_NAMES = ("added", "changed", "rewritten", "removed", "kept", "rejected", "unchanged", "caught_up")
+from orchestration.store.state import FIELDS, StateStore
 
 
-class SyncRunConfig(dg.Config):
-    """What the launchpad lets a run change: a full resync, or only some regions."""
-
-    full_resync: bool = False
-    regions: list[str] = []
-
-
-def sync_key(spec: SyncSpec) -> dg.AssetKey:
-    return dg.AssetKey([COLLECTION_KEY_PREFIX, spec.collection, spec.name])
-
-
-def build_sync_assets(project: Project, automation: dict[dg.AssetKey, dg.AutomationCondition]) -> list[dg.AssetsDefinition]:
-    return [_sync_asset(project, d.spec, automation.get(sync_key(d.spec))) for d in project.syncs]
+def build_collection_assets(
+    project: Project, automation: dict[dg.AssetKey, dg.AutomationCondition]
+) -> list[dg.AssetsDefinition]:
+    return [
+        _collection_asset(project, name, automation.get(collection_key(name)))
+        for name in project.collection_names
+        if project.syncs_for(name)
+    ]
 
 
-def _sync_asset(project: Project, spec: SyncSpec, condition: dg.AutomationCondition | None) -> dg.AssetsDefinition:
-    source = project.source_of(spec.name)
+def _collection_asset(project: Project, collection: str, condition: dg.AutomationCondition | None) -> dg.AssetsDefinition:
+    specs = project.syncs_for(collection)
+    settings = project.collection(collection)
 
     @dg.asset(
-        key=sync_key(spec),
-        deps=[model_key(spec)],
-        group_name=spec.collection,
-        description=(spec.description or f"Sync {spec.name}") + f"\n\nDeclared in {source.location}.",
-        owners=list(spec.owners),
-        kinds={"memcached"},
-        tags={"larder/collection": spec.collection},
+        key=collection_key(collection),
+        deps=[sync_key(spec) for spec in specs],
+        group_name=collection,
+        description=_description(project, collection),
+        owners=sorted({owner for spec in specs for owner in spec.owners}),
+        kinds={"larder", "api"},
+        tags={"larder/collection": collection},
         automation_condition=condition,
-        pool="warehouse",
         metadata={
-            "collection": spec.collection,
-            "indices": dg.MetadataValue.json(list(spec.index_names)),
-            "delete_behaviour": spec.delete.value,
-            "regions": dg.MetadataValue.json(list(project.regions_of(spec))),
-            "declared_in": source.location,
+            "syncs": collection_syncs(project, collection),
+            "indices": _indices(project, collection),
+            "max_age_seconds": settings.max_age,
+            "lookup": f"GET /v1/collections/{collection}/records/{{index}}/{{value}}",
         },
     )
-    def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig, larder: LarderResource) -> dg.MaterializeResult:
+    def collection_asset(context: dg.AssetExecutionContext, larder: LarderResource) -> dg.MaterializeResult:
         with larder.services() as services:
-            try:
-                report = run_sync(
-                    services,
-                    spec.name,
-                    full_resync=config.full_resync,
-                    regions=config.regions or None,
-                    origin=f"dagster:{context.run_id}",
-                    progress=lambda phase, counts: context.log.info(f"{phase}: {counts}"),
-                )
-            except SyncFailed as error:
-                raise dg.Failure(
-                    description=str(error),
-                    metadata=sync_metadata(error.report) if error.report else {},
-                ) from error
-            except ValueError as error:  # a region the sync does not write
-                raise dg.Failure(description=str(error)) from error
-        return dg.MaterializeResult(metadata=sync_metadata(report))
+            records, by_sync = records_held(services.state, collection)
+        context.log.info(f"collection {collection}: {records} records")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": records,
+                "records_by_sync": dg.MetadataValue.json(by_sync),
+            }
+        )
 
-    return sync_asset
+    return collection_asset
 
 
-def sync_metadata(report: SyncReport) -> dict[str, dg.MetadataValue]:
-    """What a sync run's page shows: counts, duration, regions, rejections and written records."""
-    return {
-        **{name: dg.MetadataValue.int(report.counts.get(name, 0)) for name in COUNT_NAMES},
-        "rows_read": dg.MetadataValue.int(report.counts.get("rows_read", 0)),
-        "written": dg.MetadataValue.int(report.counts.get("written", 0)),
-        "duration_seconds": dg.MetadataValue.float(round(report.duration_seconds, 3)),
-        "regions": dg.MetadataValue.json(list(report.regions)),
-        "full_resync": dg.MetadataValue.bool(report.full_resync),
-        "larder_run_id": dg.MetadataValue.int(report.run_id),
-        "rejection_samples": dg.MetadataValue.json(report.rejection_samples),
-        "written_preview": dg.MetadataValue.json(report.written_preview),
-    }
+def records_held(state: StateStore, collection: str) -> tuple[int, dict[str, int]]:
+    """Records of the collection in the durable state, and how many of them each sync wrote to."""
+    with state.engine.connect() as conn:
+        records = conn.execute(
+            sa.select(sa.func.count(sa.distinct(FIELDS.c.pk))).where(FIELDS.c.collection == collection)
+        ).scalar_one()
+        by_sync = conn.execute(
+            sa.select(FIELDS.c.sync_name, sa.func.count()).where(FIELDS.c.collection == collection).group_by(FIELDS.c.sync_name)
+        ).all()
+    return int(records), {name: int(count) for name, count in sorted(by_sync)}
+
+
+def _description(project: Project, collection: str) -> str:
+    specs = project.syncs_for(collection)
+    about = project.collection(collection).description or f"Collection {collection}"
+    if len(specs) == 1:
+        made_of = f"Its records are written by sync {specs[0].name}."
+    else:
+        made_of = (
+            f"Each record merges the fields of {len(specs)} syncs ({', '.join(s.name for s in specs)}), "
+            "joined on the primary index; each sync writes its own fields."
+        )
+    return f"{about}\n\n{made_of} Served at `/v1/collections/{collection}/records/{{index}}/{{value}}`."
+
+
+def _indices(project: Project, collection: str) -> dg.TableMetadataValue:
+    rows = []
+    for spec in project.syncs_for(collection):
+        for index in spec.index_names:
+            if index == spec.primary_index and rows:
+                continue  # every sync of the collection shares the primary index: list it once
+            role = "primary" if index == spec.primary_index else "extra"
+            rows.append(dg.TableRecord({"index": index, "role": role, "declared_by": spec.name}))
+    return dg.MetadataValue.table(
+        records=rows,
+        schema=dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in ("index", "role", "declared_by")]),
+    )

@@ -76,6 +76,13 @@ class FieldSpec(Strict):
         return tuple(self.target.split("."))
 
 
+class FailedDbtTests(str, Enum):
+    """What a sync does while a blocking dbt test upstream of its model is failing."""
+
+    hold = "hold"  # do not write; the sync's run says which tests hold it back
+    sync = "sync"  # sync anyway
+
+
 class ModelRef(Strict):
     """Where a sync's rows come from: a dbt model by name, or inline SQL."""
 
@@ -136,6 +143,7 @@ class SyncSpec(Strict):
     rejections: RejectionPolicy = RejectionPolicy()
     max_record_bytes: Annotated[int, Field(gt=0, le=50_000_000)] | None = None
     block_on_failed_checks: bool = False
+    on_failed_dbt_tests: FailedDbtTests = FailedDbtTests.hold
 
     @field_validator("name")
     @classmethod
@@ -177,6 +185,12 @@ class SyncSpec(Strict):
                     f"{key}: index {index!r} is not a mapped top-level field (fields map: {', '.join(targets)})"
                     + self._likely_typo(index)
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _dbt_tests_need_a_dbt_model(self) -> "SyncSpec":
+        if "on_failed_dbt_tests" in self.model_fields_set and self.model.dbt is None:
+            raise ValueError("on_failed_dbt_tests: only a sync reading a dbt model has dbt tests to hold it back")
         return self
 
     def _likely_typo(self, index: str) -> str:

@@ -22,13 +22,13 @@ def test_the_demo_has_seven_checks_and_each_passes(demo_built):
     checks = {name: e for name, e in demo_built.materialized["checks"].items() if name.startswith("model/")}
 
     assert sorted(checks) == [
-        "model/customer_engagement:customer_engagement_primary_index_not_null",
-        "model/customer_engagement:customer_engagement_primary_index_unique",
-        "model/customer_engagement:customer_engagement_records_within_size_limit",
-        "model/customer_profiles:customer_profiles_email_unique",
-        "model/customer_profiles:customer_profiles_primary_index_not_null",
-        "model/customer_profiles:customer_profiles_primary_index_unique",
-        "model/customer_profiles:customer_profiles_records_within_size_limit",
+        "model/customer_engagement_model:customer_engagement_primary_index_not_null",
+        "model/customer_engagement_model:customer_engagement_primary_index_unique",
+        "model/customer_engagement_model:customer_engagement_records_within_size_limit",
+        "model/customer_profiles_model:customer_profiles_email_unique",
+        "model/customer_profiles_model:customer_profiles_primary_index_not_null",
+        "model/customer_profiles_model:customer_profiles_primary_index_unique",
+        "model/customer_profiles_model:customer_profiles_records_within_size_limit",
     ]
     assert all(e.passed for e in checks.values())
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from orchestration.config.load import REPO_ROOT
-from tests.support import free_port
+from tests.orchestration.conftest import running_webserver
 
 CODE_LOCATION = """
 query CodeLocation {
@@ -37,24 +33,10 @@ LOAD_TIMEOUT_SECONDS = 90
 @pytest.fixture
 def webserver(demo, tmp_path):
     """dagster-webserver on a free port, loading workspace.yaml with the demo's temporary runtime."""
-    port = free_port()
-    dagster_home = tmp_path / "dagster"
-    dagster_home.mkdir()
-    log = (tmp_path / "webserver.log").open("w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
-         "-w", str(REPO_ROOT / "workspace.yaml")],
-        cwd=REPO_ROOT,
-        env={**os.environ, **demo.env, "DAGSTER_HOME": str(dagster_home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/graphql", tmp_path / "webserver.log"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    log = tmp_path / "webserver.log"
+    (tmp_path / "dagster").mkdir()
+    with running_webserver(demo.env, tmp_path / "dagster", log) as base_url:
+        yield f"{base_url}/graphql", log
 
 
 def test_the_webserver_serves_every_asset_check_job_sensor_and_schedule_of_the_demo(demo, webserver):
@@ -70,14 +52,14 @@ def test_the_webserver_serves_every_asset_check_job_sensor_and_schedule_of_the_d
     graph = demo.defs.resolve_asset_graph()
     served = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
     assert set(served) == {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert served["collection/customers/customer_engagement"]["groupName"] == "customers"
+    assert served["sync/customer_engagement_sync"]["groupName"] == served["collection/customers"]["groupName"] == "customers"
     checks = {
         f"{key}:{check['name']}"
         for key, node in served.items()
         for check in node["assetChecksOrError"].get("checks", [])
     }
     assert checks == {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
-    assert "model/customer_profiles:customer_profiles_email_unique" in checks
+    assert "model/customer_profiles_model:customer_profiles_email_unique" in checks
 
 
 def _query_once_loaded(url: str, log: Path) -> dict:

@@ -9,6 +9,8 @@ import pytest
 from orchestration.assets.checks import check_names
 from orchestration.assets.models import model_key
 from orchestration.definitions import build_definitions
+from orchestration.store.cache import RecordCache
+from orchestration.store.keys import record_key
 
 USERS = [(1, "a@example.com", "Ann Lee"), (2, "b@example.com", "Bo Chan"), (3, "c@example.com", "Cy Park")]
 
@@ -43,7 +45,7 @@ def checked(project_factory, duckdb_url, memcached):
 
 def run_all(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*defs.assets, *defs.asset_checks],
+        list(defs.assets),
         resources=defs.resources,
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -120,15 +122,23 @@ def test_a_record_over_the_size_limit_fails_the_size_check(checked):
     assert verdict.metadata["largest_record_bytes"].value > 500
 
 
-def test_a_failed_check_blocks_the_sync_when_it_asks_to(checked, memcached):
+def test_a_failed_check_holds_the_sync_back_when_it_asks_to_and_the_sync_says_which(checked, memcached):
     result = run_all(checked([*USERS, (2, "b2@example.com", "Bo Again")], block=True))
     assert not verdicts(result)["people_primary_index_unique"].passed
-    assert "model/people_sql" in materialized(result)
-    assert "collection/people/people" not in materialized(result)
+    assert "model/people_sql_model" in materialized(result)
+    assert "sync/people_sync" not in materialized(result)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "sync__people_sync"
+    message = failure.step_failure_data.user_failure_data.description
+    assert "held back" in message
+    assert "Larder check people_primary_index_unique on model/people_sql_model failed" in message
+    held = failure.step_failure_data.user_failure_data.metadata["held_back_by"].value
+    assert [h["check"] for h in held] == ["people_primary_index_unique"]
+    assert RecordCache([memcached.server]).get(record_key("people", "user_id", "1")) is None
 
 
 def test_a_failed_check_is_reported_but_does_not_block_a_sync_that_does_not_ask_to(checked):
     result = run_all(checked([*USERS, (2, "b2@example.com", "Bo Again")], block=False))
     assert not verdicts(result)["people_primary_index_unique"].passed
-    sync = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "collection")
+    sync = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "sync")
     assert sync.step_materialization_data.materialization.metadata["rejected"].value == 2

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dagster as dg
 import duckdb
 
+from orchestration.assets.keys import sync_op_name
 from tests.orchestration.conftest import warehouse_rows
 
-PROFILES = "collection/customers/customer_profiles"
-ENGAGEMENT = "collection/customers/customer_engagement"
+PROFILES = "sync/customer_profiles_sync"
+ENGAGEMENT = "sync/customer_engagement_sync"
 
 
 def test_materializing_the_demo_writes_jane_doe_to_every_region(demo_built):
@@ -49,7 +50,7 @@ def test_rerunning_a_sync_finds_everything_unchanged_and_full_resync_rewrites_ev
 
     full = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
-        run_config={"ops": {"collection__customers__customer_profiles": {"config": {"full_resync": True}}}},
+        run_config={"ops": {"sync__customer_profiles_sync": {"config": {"full_resync": True}}}},
     )
     rewritten = _sync_metadata(full, PROFILES)
     assert rewritten["full_resync"].value is True
@@ -66,7 +67,7 @@ def test_a_run_limited_to_a_region_leaves_the_other_to_the_next_run_that_covers_
         _warehouse_sql(demo_built, f"update {engagement} set listens_30d = listens_30d + {delta} where user_id = 12345")
         return job.execute_in_process(
             instance=dg.DagsterInstance.ephemeral(),
-            run_config={"ops": {"collection__customers__customer_engagement": {"config": config}}},
+            run_config={"ops": {sync_op_name(demo_built.project.sync("customer_engagement")): {"config": config}}},
         )
 
     limited = listens(1000, regions=["us"])
@@ -86,12 +87,31 @@ def test_a_run_limited_to_a_region_leaves_the_other_to_the_next_run_that_covers_
 def test_a_run_naming_a_region_the_sync_does_not_write_fails_with_the_reason(demo_built):
     result = demo_built.defs.resolve_job_def("sync_customer_engagement").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
-        run_config={"ops": {"collection__customers__customer_engagement": {"config": {"regions": ["mars"]}}}},
+        run_config={"ops": {"sync__customer_engagement_sync": {"config": {"regions": ["mars"]}}}},
         raise_on_error=False,
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "does not write region(s) mars" in failure.step_failure_data.error.message
+
+
+def test_a_sync_asset_shows_its_field_mapping_before_it_ever_runs(demo):
+    sync = demo.defs.resolve_asset_graph().get(dg.AssetKey(["sync", "customer_profiles_sync"]))
+    mapping = {row.data["field"]: row.data for row in sync.metadata["field_mapping"].records}
+    assert mapping["user_id"] == {"field": "user_id", "source": "user_id", "type": "auto", "index": "primary"}
+    assert mapping["email"]["index"] == "extra"
+    assert mapping["90_day_summary"]["source"] == "summary_90d"
+    assert mapping["first_name"]["source"] == "{{ full_name | split: ' ' | first }}"
+    assert mapping["first_name"]["type"] == "string"
+    assert "| `recommendations.concerts` | column `recommended_concerts` | auto |  |" in sync.description
+
+
+def test_a_sync_asset_names_the_other_syncs_of_its_collection(demo):
+    sync = demo.defs.resolve_asset_graph().get(dg.AssetKey(["sync", "customer_engagement_sync"]))
+    others = {row.data["sync"]: row.data for row in sync.metadata["collection_syncs"].records}
+    assert {"customer_profiles", "customer_engagement"} <= set(others)
+    assert others["customer_profiles"]["trigger"] == "on upstream change"
+    assert "Its records merge with those of customer_profiles" in sync.description
 
 
 def _sync_metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
@@ -105,3 +125,10 @@ def _warehouse_sql(demo, sql: str) -> None:
         conn.execute(sql)
     finally:
         conn.close()
+
+
+def test_in_a_run_each_sync_starts_as_soon_as_its_model_is_read(demo_built):
+    started = [e.step_key for e in demo_built.materialized["result"].all_events if e.is_step_start]
+    for spec in demo_built.project.syncs_for("customers"):
+        model = dg.AssetKey(["model", f"{spec.model.dbt}_model"]).to_python_identifier()
+        assert started.index(f"sync__{spec.name}_sync") == started.index(model) + 1, started
