@@ -67,11 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     down = commands.add_parser("down", help="stop every process `larder up` started")
     down.set_defaults(run=lambda args: _devstack().down())
 
-    serve = commands.add_parser("serve", help="serve a region's API with gunicorn")
+    serve = commands.add_parser("serve", help="serve a region's API: nginx in front of gunicorn")
     serve.add_argument("--region", required=True)
     serve.add_argument("--bind", help="host:port (default: the region's host and port)")
-    serve.add_argument("--workers", type=int, help="gunicorn workers (default: 2 × cores)")
-    serve.add_argument("--pid", help="pid file")
+    serve.add_argument("--workers", type=int, help="gunicorn workers (default: cores + 1)")
+    serve.add_argument("--pid", help="pid file (of this process, which stops both servers on TERM)")
     serve.set_defaults(run=_serve)
 
     render = commands.add_parser("render", help="preview a Braze message: render it, calling this API for connected_content")
@@ -221,25 +221,17 @@ def _keys_revoke(args) -> int:
 
 
 def _serve(args) -> int:
+    from serving.launcher import serve
+
     project = _project(args)
     if args.region not in project.regions:
         print(f"larder: unknown region {args.region!r} (configured: {', '.join(project.regions)})", file=sys.stderr)
         return 2
     region = project.regions[args.region]
-    conf = Path(__file__).resolve().parents[1] / "serving" / "gunicorn.conf.py"
-    command = [
-        sys.executable, "-m", "gunicorn", "--config", str(conf),
-        "--bind", args.bind or f"{region.host}:{region.port}",
-    ]
-    if args.workers:
-        command += ["--workers", str(args.workers)]
-    if args.pid:
-        command += ["--pid", args.pid]
-    command.append("serving.app:get_app()")
-    os.environ["LARDER_REGION"] = args.region
-    os.environ["LARDER_CONFIG"] = str(project.path.resolve())
-    os.execv(sys.executable, command)
-    return 0  # not reached
+    env = {"LARDER_REGION": args.region, "LARDER_CONFIG": str(project.path.resolve())}
+    os.environ.update(env)
+    return serve("serving.app:get_app()", bind=args.bind or f"{region.host}:{region.port}", name=args.region,
+                 workers=args.workers, pid_file=args.pid, env=env)
 
 
 def _devstack():

@@ -137,3 +137,58 @@ class ProjectFactory:
         path = self.root / "larder.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return load_project(path)
+
+
+class SlowClients:
+    """Connections that dribble a request, one byte at a time, as a slow or hostile client does.
+
+    `header` clients never finish their headers; `body` clients send complete headers for a POST
+    promising more body than they ever send. A thread keeps every connection dribbling until the
+    block ends; `open_count()` says how many the server has not closed yet.
+    """
+
+    def __init__(self, port: int, *, header: int = 4, body: int = 4, interval: float = 0.5, host: str = "127.0.0.1"):
+        self.address = (host, port)
+        self.counts = {"header": header, "body": body}
+        self.interval = interval
+        self._sockets: list[socket.socket] = []
+        self._closed: set[int] = set()
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> "SlowClients":
+        import threading
+
+        for kind, count in self.counts.items():
+            for _ in range(count):
+                sock = socket.create_connection(self.address, timeout=5)
+                if kind == "body":
+                    sock.sendall(b"POST /v1/collections/c/records/id HTTP/1.1\r\nHost: slow\r\n"
+                                 b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+                else:
+                    sock.sendall(b"G")
+                self._sockets.append(sock)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._dribble, daemon=True)
+        self._thread.start()
+        return self
+
+    def _dribble(self) -> None:
+        while not self._stop.wait(self.interval):
+            for number, sock in enumerate(self._sockets):
+                if number in self._closed:
+                    continue
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    self._closed.add(number)
+
+    def open_count(self) -> int:
+        """Connections the server has not closed (a closed one fails its next write)."""
+        return len(self._sockets) - len(self._closed)
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for sock in self._sockets:
+            sock.close()
