@@ -221,6 +221,7 @@ def _keys_revoke(args) -> int:
 
 
 def _serve(args) -> int:
+    from orchestration.cache_watch import CacheLossWatcher
     from serving.launcher import serve
 
     project = _project(args)
@@ -230,8 +231,9 @@ def _serve(args) -> int:
     region = project.regions[args.region]
     env = {"LARDER_REGION": args.region, "LARDER_CONFIG": str(project.path.resolve())}
     os.environ.update(env)
+    watcher = CacheLossWatcher(project.path.resolve(), args.region, region.servers)
     return serve("serving.app:get_app()", bind=args.bind or f"{region.host}:{region.port}", name=args.region,
-                 workers=args.workers, pid_file=args.pid, env=env)
+                 workers=args.workers, pid_file=args.pid, env=env, companions=[watcher])
 
 
 def _devstack():

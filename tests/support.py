@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -83,6 +84,13 @@ class MemcachedProcess:
         """Stop and start again on the same port: everything cached is gone."""
         self.stop()
         self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP: it keeps accepting connections (the kernel does) but answers nothing."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def flush(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port)) as sock:
