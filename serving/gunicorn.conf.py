@@ -66,10 +66,13 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    # The client's address from the local proxy's X-Forwarded-For (see serving/proxy.py).
+    # The client's address from the local proxy's X-Forwarded-For (see serving/proxy.py), and
+    # state reads bounded to all workers but one (serving/fallback.py).
+    from serving import fallback
     from serving.proxy import ClientAddress
 
     worker.wsgi = ClientAddress(worker.wsgi)
+    fallback.configure(worker.cfg.workers)
 
 
 def worker_exit(server, worker):

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from serving.fallback import RUNTIME_ENV
 from serving.proxy import NginxProcess, render_config
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
@@ -64,7 +65,7 @@ def serve(app: str, *, bind: str, name: str = "api", workers: int | None = None,
         if pid_file:
             Path(pid_file).write_text(f"{os.getpid()}\n")
         upstream = runtime / "gunicorn.sock"
-        gunicorn = _start_gunicorn(app, upstream, workers, {**os.environ, **(env or {})})
+        gunicorn = _start_gunicorn(app, upstream, workers, {**os.environ, **(env or {}), RUNTIME_ENV: str(runtime)})
         _wait_for(lambda: _accepts(socket.AF_UNIX, str(upstream)), gunicorn, "gunicorn")
         nginx = NginxProcess(runtime, render_config(listen=bind, upstream=upstream, runtime=runtime,
                                                     worker_processes=proxy_workers))

@@ -21,6 +21,7 @@ from orchestration.store.keys import index_text, record_key
 from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import require_collection_scope
+from serving.fallback import state_read_slot
 from serving.metrics import TALLY
 
 log = logging.getLogger("larder.api")
@@ -73,7 +74,10 @@ class RecordSource:
 
     def _from_state(self, collection: str, keys: Sequence[str], *, cache_up: bool) -> dict[str, bytes]:
         try:
-            found = self._state.records_by_keys(keys, self._order.get(collection, ()))
+            with state_read_slot():  # at most all workers but one wait on the state store
+                found = self._state.records_by_keys(keys, self._order.get(collection, ()))
+        except errors.ApiError:
+            raise
         except Exception as error:  # the state store is down too: that is a 503, never a 404
             log.error("state store unavailable: %s", error)
             raise errors.cache_unavailable("the record cache and the state store are both unavailable") from error

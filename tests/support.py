@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,38 @@ class SlowClients:
         self._thread.join(timeout=10)
         for sock in self._sockets:
             sock.close()
+
+
+class TcpProxy:
+    """tests/tcp_proxy.py in front of a TCP service, on one port across restarts: `freeze` hangs
+    every connection (SIGSTOP), `kill` makes it refuse."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.port = free_port()
+        self.target = (target_host, target_port)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.tcp_proxy", str(self.port), self.target[0], str(self.target[1])],
+            cwd=Path(__file__).resolve().parents[1])
+        wait_for_port(self.port)
+
+    def freeze(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.thaw()
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def ensure_running(self) -> None:
+        if self.process is None:
+            self.start()
+        else:
+            self.thaw()

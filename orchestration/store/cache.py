@@ -6,9 +6,10 @@ API can fall back to the durable state and a sync can fail (and be replayed) ins
 reporting success for writes that did not happen.
 
 Each server has a circuit breaker: after `BREAKER_FAILURES` consecutive connection errors or
-timeouts, calls to it fail at once (`CircuitOpen`) for `BREAKER_COOL_DOWN_SECONDS`; then one call
-is let through as a probe, and its success closes the circuit. A frozen server (SIGSTOP, a
-partition) otherwise costs every lookup a full timeout: 1 s × 3 workers was 3 lookups a second.
+timeouts, calls to it fail at once (`CircuitOpen`) for `BREAKER_COOL_DOWN_SECONDS`; then the next
+call first probes the server (`version`, with a `PROBE_TIMEOUT_SECONDS` timeout): an answer closes
+the circuit and the call proceeds, silence reopens it. A frozen server (SIGSTOP, a partition)
+otherwise costs every lookup a full timeout: 1 s × 3 workers was 3 lookups a second.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ READ_TIMEOUT_SECONDS = 0.3
 WRITE_TIMEOUT_SECONDS = 1.0
 BREAKER_FAILURES = 3
 BREAKER_COOL_DOWN_SECONDS = 2.0
+# A probe is a `version` on a connection of its own: a server that is back answers it at once,
+# and one still frozen costs this, not a read timeout, every cool-down.
+PROBE_TIMEOUT_SECONDS = 0.05
 
 
 class CacheUnavailable(RuntimeError):
@@ -68,10 +72,15 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return bool(self._open_until)
 
-    def before_call(self) -> None:
-        """Raise CircuitOpen while open; once the cool-down is over, let this one call probe."""
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    def before_call(self) -> bool:
+        """False: go ahead (closed). True: the cool-down is over, probe before going ahead.
+        Raises CircuitOpen while open."""
         if not self._open_until:
-            return
+            return False
         with self._lock:
             now = self._clock()
             if now < self._open_until:
@@ -79,6 +88,7 @@ class CircuitBreaker:
                                   f"not tried again for {self._open_until - now:.1f} s")
             # Half-open: this call probes; the others fail fast until it reports (or times out).
             self._open_until = now + self.cool_down
+            return True
 
     def succeeded(self) -> None:
         if self._failures:
@@ -109,10 +119,24 @@ class _Server:
             Client(address, timeout=timeout, connect_timeout=connect_timeout, no_delay=True, default_noreply=False),
             attempts=2, retry_for=RECONNECT_ON)
         self.writer = _StoreWriter(address, timeout=timeout, connect_timeout=connect_timeout)
+        self.prober = Client(address, timeout=PROBE_TIMEOUT_SECONDS, connect_timeout=PROBE_TIMEOUT_SECONDS,
+                             no_delay=True, default_noreply=False)
+
+    def probe(self) -> None:
+        """The half-open circuit's test: closes it if the server answers, else reopens it (CircuitOpen)."""
+        try:
+            self.prober.version()
+        except (OSError, MemcacheError) as error:
+            self.breaker.failed()
+            raise CircuitOpen(f"memcached {self.name} is still not answering: {error!r}") from error
+        finally:
+            self.prober.close()  # probes are seconds apart: no idle connection kept for them
+        self.breaker.succeeded()
 
     def call(self, operation: Callable, what: str):
         """Run `operation()` against this server through its breaker; CacheUnavailable if it fails."""
-        self.breaker.before_call()
+        if self.breaker.before_call():
+            self.probe()
         try:
             result = operation()
         except (OSError, MemcacheUnexpectedCloseError) as error:
@@ -127,6 +151,7 @@ class _Server:
         self.reader.close()
         self.client.close()
         self.writer.close()
+        self.prober.close()
 
 
 class RecordCache:
@@ -163,7 +188,8 @@ class RecordCache:
         """The value stored at `key`, or None. Raises CacheUnavailable if its server cannot answer."""
         # The lookup's hot path: `_Server.call` inlined (a lambda and two calls cost ~1 µs).
         server = self._server_for(key)
-        server.breaker.before_call()
+        if server.breaker.before_call():
+            server.probe()
         try:
             try:
                 value = server.reader.get(key)
