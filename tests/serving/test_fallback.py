@@ -26,31 +26,34 @@ from tests.serving.conftest import CUSTOMER_SYNC, CUSTOMERS, ApiServer, write_cu
 from tests.support import MemcachedProcess, ProjectFactory
 
 
-def _hold_slot(folder, slots, taken, release):
+def _hold_slot(folder, slots, pipe):
     with StateReadSlots(folder, slots).hold():
-        taken.set()
-        release.wait(30)
+        pipe.send("taken")
+        pipe.poll(30)  # until the test says so (or closes its end), or is killed
 
 
 @pytest.fixture
 def holders(tmp_path):
-    """Start processes that each take a slot and keep it until released (or killed)."""
+    """Start processes that each take a slot and keep it until released (or killed).
+
+    Pipes, not multiprocessing Events: an Event whose waiter was killed blocks its `set` forever."""
     context = multiprocessing.get_context("fork")
-    release = context.Event()
     started = []
 
     def hold(slots: int):
-        taken = context.Event()
-        process = context.Process(target=_hold_slot, args=(tmp_path, slots, taken, release))
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_hold_slot, args=(tmp_path, slots, theirs))
         process.start()
-        assert taken.wait(30)
-        started.append(process)
+        assert ours.poll(30) and ours.recv() == "taken"
+        started.append((process, ours))
         return process
 
     yield hold
-    release.set()
-    for process in started:
+    for process, pipe in started:
+        if process.is_alive():
+            pipe.send("release")
         process.join(timeout=10)
+        pipe.close()
 
 
 def test_a_free_slot_is_taken_at_once(tmp_path, holders):
