@@ -38,7 +38,16 @@ class Launched:
                 [sys.executable, "-m", "serving.launcher", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
                  "--pid", str(self.pid_file), "--name", "echo", "tests.serving.echo_app:app"],
                 cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
-        wait_for_port(self.port, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:  # an answer from our echo app, not just something listening on the port
+            assert self.process.poll() is None, f"the launcher exited: {self.log.read_text()[-2000:]}"
+            try:
+                if requests.get(f"{self.base}/whoami", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"nothing answered: {self.log.read_text()[-2000:]}"
+            time.sleep(0.05)
 
     @property
     def base(self) -> str:
