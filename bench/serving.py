@@ -81,6 +81,7 @@ def run_serving(sizes: ServingSizes, *, workers: int | None = None, log=print) -
             env=project.env(BENCH_MEMCACHED=memcached.server, **gunicorn_args), port=bare_port,
             log_path=root / "bare.log")
         with larder, bare:
+            _wait_for_sentinel(memcached.server)  # `larder serve` rehydrates a region it finds without one
             auth = f"Bearer {secret}"
             _check_same_answer(larder.base_url, bare.base_url, auth)
             batch_route = discover_batch_route(larder.base_url)
@@ -102,6 +103,24 @@ def run_serving(sizes: ServingSizes, *, workers: int | None = None, log=print) -
         "scenarios": results,
         "skipped": skipped,
     }
+
+
+def _wait_for_sentinel(server: str, timeout: float = 300) -> None:
+    """Until the API's cache watcher has rehydrated the region (a synced region has no sentinel
+    yet), so that rewrite does not share the CPU with the measurements."""
+    import time
+
+    from orchestration.store.cache import RecordCache
+
+    cache = RecordCache([server])
+    try:
+        deadline = time.monotonic() + timeout
+        while cache.servers_missing_sentinel():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the region was not rehydrated by `larder serve` within 5 minutes")
+            time.sleep(0.5)
+    finally:
+        cache.close()
 
 
 def discover_batch_route(base_url: str) -> str | None:

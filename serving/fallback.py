@@ -7,10 +7,12 @@ workers less one, under `larder serve`) read the state at a time, and the others
 from the cache:
 
 - a free slot: take it, read the state;
-- none free, and every holder started recently (the store is busy, not stuck): wait for one,
-  up to `patience` (0.1 s);
-- none free and a holder has been at it longer than that (the store is slow or hung), or the
-  wait ran out: 503 `state_unavailable` with Retry-After at once, instead of piling onto it.
+- none free, and every holder started less than `stuck_after` (1 s) ago (the store is busy,
+  not stuck): wait for one, up to `patience` (0.1 s), then give up;
+- none free and a holder has been at it longer than `stuck_after` (the store is slow or hung):
+  give up at once.
+
+Giving up is 503 `state_unavailable` with Retry-After, instead of piling onto the store.
 
 Slots are `flock`s on files in the runtime folder `larder serve` gives gunicorn: shared by the
 host's workers, released by the kernel if a worker dies holding one. Each holds the monotonic
@@ -31,16 +33,19 @@ from serving import errors
 
 RUNTIME_ENV = "LARDER_SERVE_RUNTIME"
 PATIENCE_SECONDS = 0.1
+STUCK_AFTER_SECONDS = 1.0
 POLL_SECONDS = 0.002
 _STAMP = struct.Struct("d")
 _FREE = _STAMP.pack(0.0)
 
 
 class StateReadSlots:
-    def __init__(self, folder: Path, slots: int, *, patience: float = PATIENCE_SECONDS):
+    def __init__(self, folder: Path, slots: int, *, patience: float = PATIENCE_SECONDS,
+                 stuck_after: float = STUCK_AFTER_SECONDS):
         self.folder = folder
         self.slots = slots
         self.patience = patience
+        self.stuck_after = stuck_after
         self._fds: list[int] | None = None  # opened in the worker that uses them (never across a fork)
 
     def _descriptors(self) -> list[int]:
@@ -80,11 +85,11 @@ class StateReadSlots:
             f"{self.slots} lookup(s) on this server are already waiting on the state store; retry")
 
     def _a_holder_is_stuck(self) -> bool:
-        """A slot was taken more than `patience` ago and is still held: the store is slow or hung."""
+        """A slot was taken more than `stuck_after` ago and is still held: the store is slow or hung."""
         now = time.monotonic()
         for fd in self._descriptors():
             stamp = os.pread(fd, _STAMP.size, 0)
-            if len(stamp) == _STAMP.size and stamp != _FREE and now - _STAMP.unpack(stamp)[0] > self.patience:
+            if len(stamp) == _STAMP.size and stamp != _FREE and now - _STAMP.unpack(stamp)[0] > self.stuck_after:
                 return True
         return False
 

@@ -66,14 +66,24 @@ def test_a_free_slot_is_taken_at_once(tmp_path, holders):
 def test_with_every_slot_held_for_long_the_next_read_is_refused_with_503(tmp_path, holders):
     holders(2)
     holders(2)
-    time.sleep(0.2)  # the holders are now older than the patience: the store looks stuck
+    time.sleep(0.2)  # the holders are now older than `stuck_after`: the store looks stuck
 
     with pytest.raises(errors.ApiError) as refused:
-        with StateReadSlots(tmp_path, 2, patience=0.1).hold():
+        with StateReadSlots(tmp_path, 2, patience=30, stuck_after=0.1).hold():  # not waited for
             pass
 
     assert refused.value.code == "state_unavailable"
     assert refused.value.headers["Retry-After"] == "1"
+
+
+def test_with_every_slot_held_briefly_the_next_read_waits_for_one_then_gives_up(tmp_path, holders):
+    holders(1)
+
+    with pytest.raises(errors.ApiError) as refused:
+        with StateReadSlots(tmp_path, 1, patience=0.2, stuck_after=60).hold():
+            pass
+
+    assert refused.value.code == "state_unavailable"
 
 
 def test_a_slot_held_by_a_worker_that_died_is_free_again(tmp_path, holders):
