@@ -158,9 +158,9 @@ class Region:
         log(f"chaos: WARNING the region did not recover within {RECOVERY_TIMEOUT:.0f} s")
         return time.monotonic() - started
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, timeout: float = 10) -> dict[str, float]:
         """The API's state reads (fallbacks) and cache hits so far, summed over labels."""
-        text = requests.get(f"{self.base_url}/metrics", timeout=10).text
+        text = requests.get(f"{self.base_url}/metrics", timeout=timeout).text
         totals = {"state_fallbacks": 0.0, "cache_hits": 0.0}
         for line in text.splitlines():
             for name, total in (("larder_state_fallbacks_total", "state_fallbacks"),
@@ -270,10 +270,12 @@ def run_phase(region: Region, phase: Phase, *, seconds: float, connections: int,
     load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     done_actions = []
+    snapshots = []  # (seconds into the phase, metrics) at each action: the fault's own window
     for at, label, action in phase.actions:
         time.sleep(max(0.0, started + at - time.monotonic()))
         action(region)
         done_actions.append(f"{time.monotonic() - started:.1f} s: {label}")
+        snapshots.append((time.monotonic(), _metrics_or_none(region)))
     stdout, stderr = load.communicate(timeout=seconds + 120)
     line = next((l for l in stdout.splitlines() if l.startswith(MARKER)), None)
     if line is None:
@@ -299,10 +301,27 @@ def run_phase(region: Region, phase: Phase, *, seconds: float, connections: int,
         "p99_ms": round(raw["p99_us"] / 1000, 1),
         "worst_ms": round(raw["max_us"] / 1000, 1),
         "state_reads_per_second": round((after["state_fallbacks"] - before["state_fallbacks"]) / duration),
+        "state_reads_per_second_during_fault": _rate_between(snapshots, "state_fallbacks"),
         "recovery_seconds": round(recovery, 1),
     }
     log(_line(result))
     return result
+
+
+def _metrics_or_none(region: Region) -> dict[str, float] | None:
+    try:
+        return region.metrics(timeout=1)  # never holds up the phase's next action for long
+    except requests.RequestException:
+        return None
+
+
+def _rate_between(snapshots: list[tuple[float, dict[str, float] | None]], name: str) -> int | None:
+    """Per second between the first and the last action of a phase (while its fault lasted)."""
+    usable = [(at, m) for at, m in snapshots if m is not None]
+    if len(usable) < 2 or usable[-1][0] - usable[0][0] < 1:
+        return None
+    (start, first), (end, last) = usable[0], usable[-1]
+    return round((last[name] - first[name]) / (end - start))
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -310,7 +329,10 @@ def _line(r: dict[str, Any]) -> str:
     errors = ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items()) or "none"
     return (f"chaos: {r['phase']:<20} {r['requests']:>7,} requests ({r['requests_per_second']:,}/s) · non-2xx {non_2xx}"
             f" · false 404s {r['false_404']} · socket errors {errors} · p50/p99/worst {r['p50_ms']}/{r['p99_ms']}/"
-            f"{r['worst_ms']} ms · state reads {r['state_reads_per_second']:,}/s · recovered in {r['recovery_seconds']} s")
+            f"{r['worst_ms']} ms · state reads {r['state_reads_per_second']:,}/s"
+            + (f" ({r['state_reads_per_second_during_fault']:,}/s during the fault)"
+               if r["state_reads_per_second_during_fault"] is not None else "")
+            + f" · recovered in {r['recovery_seconds']} s")
 
 
 def _children(pid: int) -> list[int]:
