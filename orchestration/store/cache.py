@@ -5,8 +5,8 @@ a server that fails is never skipped silently: reads and writes raise `CacheUnav
 API can fall back to the durable state and a sync can fail (and be replayed) instead of
 reporting success for writes that did not happen.
 
-Each server has a circuit breaker: after `BREAKER_FAILURES` consecutive connection errors or
-timeouts, calls to it fail at once (`CircuitOpen`) for `BREAKER_COOL_DOWN_SECONDS`; then the next
+Each server has a circuit breaker: after a timeout, or `BREAKER_FAILURES` consecutive connection
+errors, calls to it fail at once (`CircuitOpen`) for `BREAKER_COOL_DOWN_SECONDS`; then the next
 call first probes the server (`version`, with a `PROBE_TIMEOUT_SECONDS` timeout): an answer closes
 the circuit and the call proceeds, silence reopens it. A frozen server (SIGSTOP, a partition)
 otherwise costs every lookup a full timeout: 1 s × 3 workers was 3 lookups a second.
@@ -54,8 +54,11 @@ class CircuitOpen(CacheUnavailable):
 class CircuitBreaker:
     """One server's health as this process sees it: closed, open (fail fast), half-open (one probe).
 
-    Only transport failures count (refused, reset, timed out); a server that answers, even with
-    an error, is up.
+    Only transport failures count; a server that answers, even with an error, is up. A timeout
+    opens the circuit at once: it already cost a lookup `READ_TIMEOUT_SECONDS`, and a server
+    that is frozen or partitioned away would cost that again on every call. Refused or dropped
+    connections are cheap and happen once when a server restarts, so it takes `failures` of them
+    in a row.
     """
 
     def __init__(self, server: str, *, failures: int = BREAKER_FAILURES, cool_down: float = BREAKER_COOL_DOWN_SECONDS,
@@ -96,10 +99,10 @@ class CircuitBreaker:
                 self._failures = 0
                 self._open_until = 0.0
 
-    def failed(self) -> None:
+    def failed(self, error: BaseException | None = None) -> None:
         with self._lock:
             self._failures += 1
-            if self._failures >= self.threshold:
+            if self._failures >= self.threshold or isinstance(error, TimeoutError):
                 self._open_until = self._clock() + self.cool_down
 
 
@@ -127,7 +130,7 @@ class _Server:
         try:
             self.prober.version()
         except (OSError, MemcacheError) as error:
-            self.breaker.failed()
+            self.breaker.failed(error)
             raise CircuitOpen(f"memcached {self.name} is still not answering: {error!r}") from error
         finally:
             self.prober.close()  # probes are seconds apart: no idle connection kept for them
@@ -140,7 +143,7 @@ class _Server:
         try:
             result = operation()
         except (OSError, MemcacheUnexpectedCloseError) as error:
-            self.breaker.failed()
+            self.breaker.failed(error)
             raise CacheUnavailable(f"memcached {what} failed on {self.name}: {error!r}") from error
         except MemcacheError as error:
             raise CacheUnavailable(f"memcached {what} failed on {self.name}: {error}") from error
@@ -196,7 +199,7 @@ class RecordCache:
             except RECONNECT_ON:  # pymemcache has closed the dropped connection: the retry reconnects
                 value = server.reader.get(key)
         except (OSError, MemcacheUnexpectedCloseError) as error:
-            server.breaker.failed()
+            server.breaker.failed(error)
             raise CacheUnavailable(f"memcached get failed on {server.name}: {error!r}") from error
         except MemcacheError as error:
             raise CacheUnavailable(f"memcached get failed on {server.name}: {error}") from error
