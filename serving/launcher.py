@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from serving.fallback import RUNTIME_ENV
-from serving.proxy import NginxProcess, render_config
+from serving.proxy import NginxProcess, ProxyError, nginx_binary, render_config
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
 START_TIMEOUT_SECONDS = 60
@@ -62,6 +62,7 @@ def serve(app: str, *, bind: str, name: str = "api", workers: int | None = None,
     nginx: NginxProcess | None = None
     started: list[Companion] = []
     try:
+        nginx_binary()  # before anything starts: a clear error if it is missing
         if pid_file:
             Path(pid_file).write_text(f"{os.getpid()}\n")
         upstream = runtime / "gunicorn.sock"
@@ -76,7 +77,7 @@ def serve(app: str, *, bind: str, name: str = "api", workers: int | None = None,
             started.append(companion)
         print(f"larder: {name} serving on {bind} (nginx → gunicorn {upstream})", file=sys.stderr, flush=True)
         return _supervise(gunicorn, nginx, signals)
-    except ServeError as error:
+    except (ServeError, ProxyError) as error:
         print(f"larder: {error}", file=sys.stderr, flush=True)
         return 1
     finally:

@@ -20,6 +20,10 @@ from pathlib import Path
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 
 
+class ProxyError(RuntimeError):
+    """nginx is missing or refused its configuration (the message says which and how to fix it)."""
+
+
 @dataclass(frozen=True)
 class ProxyLimits:
     """What a client may take: time to send its request, its size; how long a worker may take."""
@@ -71,8 +75,8 @@ def nginx_binary() -> str:
     binary = shutil.which("nginx") or next(
         (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)), None)
     if binary is None:
-        raise RuntimeError("nginx is not installed; `make run` and `make test` install it "
-                           "(or: sudo apt-get install -y nginx)")
+        raise ProxyError("nginx is not installed; `make run` and `make test` install it "
+                         "(or: sudo apt-get install -y nginx)")
     return binary
 
 
@@ -91,7 +95,7 @@ class NginxProcess:
         command = [binary, "-p", str(self.runtime), "-c", str(self.config_path), "-e", "stderr"]
         check = subprocess.run([*command, "-t", "-q"], capture_output=True, text=True)
         if check.returncode != 0:
-            raise RuntimeError(f"nginx rejected {self.config_path}: {check.stderr.strip()}")
+            raise ProxyError(f"nginx rejected {self.config_path}: {check.stderr.strip()}")
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
 
     def signal(self, signum: int) -> None:

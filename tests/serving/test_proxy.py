@@ -161,3 +161,18 @@ def test_if_nginx_dies_the_launcher_stops_gunicorn_and_exits_non_zero(launched):
     os.kill(nginx_master, signal.SIGKILL)
 
     assert launched.process.wait(timeout=30) != 0
+
+
+def test_on_a_port_already_taken_the_launcher_exits_non_zero_and_leaves_nothing_running(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {**os.environ, "LARDER_RUNTIME_DIR": str(tmp_path)}
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.launcher", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+             "tests.serving.echo_app:app"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 1
+    assert "nginx exited" in done.stderr and "Address already in use" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # the runtime folder is gone with everything in it
