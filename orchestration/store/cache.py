@@ -87,7 +87,7 @@ class CircuitBreaker:
         with self._lock:
             now = self._clock()
             if now < self._open_until:
-                raise CircuitOpen(f"memcached {self.server} failed {self._failures} times in a row; "
+                raise CircuitOpen(f"memcached {self.server} is failing ({self._failures} failure(s) in a row); "
                                   f"not tried again for {self._open_until - now:.1f} s")
             # Half-open: this call probes; the others fail fast until it reports (or times out).
             self._open_until = now + self.cool_down
