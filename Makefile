@@ -1,5 +1,5 @@
 # Larder: `make run` starts the whole demo, `make test` runs the whole suite.
-# Both set up everything they need on a fresh machine (venv, memcached, dbt manifest).
+# Both set up everything they need on a fresh machine (venv, memcached, nginx, dbt manifest).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -10,7 +10,7 @@ export LARDER_WAREHOUSE_PATH ?= $(LARDER_HOME)/warehouse.duckdb
 export DAGSTER_HOME ?= $(LARDER_HOME)/dagster
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run stop test bench manifest memcached install lint clean docs
+.PHONY: run stop test bench chaos manifest memcached install lint clean docs
 
 run: install memcached manifest
 	$(BIN)/larder up
@@ -28,6 +28,11 @@ test: install memcached manifest
 bench: install memcached manifest
 	$(BIN)/python -m bench
 
+# Faults under load (memcached killed or frozen, state store hung, workers killed, slow clients):
+# a few minutes; writes bench/results/chaos.json. Not part of `make test`.
+chaos: install memcached
+	$(BIN)/python -m bench.chaos
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -37,8 +42,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
+# memcached, nginx and wrk, through apt when missing.
 memcached:
-	@command -v memcached >/dev/null || sh .ci/install-memcached
+	@sh .ci/install-memcached
 
 manifest: install
 	@mkdir -p $(LARDER_HOME)

@@ -81,7 +81,7 @@ def print_tables(results: dict[str, Any], out=print) -> None:
     serving = results.get("serving")
     if serving:
         g = serving["gunicorn"]
-        out(f"\nServing: {serving['records']:,} records of ~{serving['record_bytes']} B, gunicorn "
+        out(f"\nServing: {serving['records']:,} records of ~{serving['record_bytes']} B, behind nginx, gunicorn "
             f"{g['workers']} × {g.get('worker_class')} workers, parser {g['http_parser']}, wrk {serving['seconds_per_run']} s "
             "per run, median of alternated runs")
         out(_table(

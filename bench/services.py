@@ -147,7 +147,7 @@ class BenchProject:
 
 
 class HttpServer:
-    """A gunicorn server started as its own process group; stopped by its master's pid."""
+    """A server (`larder serve` or `serving.launcher`) started as its own process group; stopped by its pid."""
 
     def __init__(self, name: str, command: list[str], *, env: dict[str, str], port: int, log_path: Path):
         self.name = name
@@ -188,11 +188,12 @@ class HttpServer:
         raise TimeoutError(f"{self.name} did not answer within {timeout}s")
 
     def worker_pids(self) -> list[int]:
-        """The gunicorn workers: the master's children."""
+        """The gunicorn workers: children of the gunicorn master the launcher started."""
         assert self.process is not None
         pids: list[int] = []
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        for master in _children(self.process.pid):
+            if b"gunicorn" in Path(f"/proc/{master}/cmdline").read_bytes():
+                pids += _children(master)
         return pids
 
     def __exit__(self, *_exc) -> None:
@@ -206,6 +207,13 @@ class HttpServer:
             self.process.wait(timeout=10)
         self.process = None
         self._log.close()
+
+
+def _children(pid: int) -> list[int]:
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    return pids
 
 
 def http_parser() -> str:

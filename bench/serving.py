@@ -1,8 +1,9 @@
 """Serving benchmark: Larder's lookups against a bare Falcon + pymemcache route, in alternation.
 
-Both apps run under the same gunicorn settings (serving/gunicorn.conf.py, same worker count and
-HTTP parser), read the same memcached filled by the real sync engine, and get the same wrk load
-(random keys). Scenarios alternate larder, bare, larder, bare… and the median of each figure is
+Both apps are served the same way: behind the same nginx proxy (serving/launcher.py, as
+`larder serve` does), under the same gunicorn settings (serving/gunicorn.conf.py, same worker count
+and HTTP parser); they read the same memcached filled by the real sync engine and get the same wrk
+load (random keys). Scenarios alternate larder, bare, larder, bare… and the median of each figure is
 reported with the ratio Larder / bare.
 """
 
@@ -20,8 +21,7 @@ import requests
 
 from bench import data
 from bench.loadgen import LoadResult, run_wrk, warm_up
-from bench.services import (GUNICORN_CONF, REGION, BenchProject, HttpServer, Memcached, free_port,
-                            gunicorn_settings, http_parser)
+from bench.services import REGION, BenchProject, HttpServer, Memcached, free_port, gunicorn_settings, http_parser
 
 SYNC_NAME = "bench_serving"
 COLLECTION = data.sync_spec(SYNC_NAME)["collection"]
@@ -76,11 +76,12 @@ def run_serving(sizes: ServingSizes, *, workers: int | None = None, log=print) -
                                              "--workers", str(workers)),
             env=project.env(**gunicorn_args), port=larder_port, log_path=root / "larder.log")
         bare = HttpServer(
-            "bare", [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF),
+            "bare", [sys.executable, "-m", "serving.launcher", "--name", "bare",
                      "--bind", f"127.0.0.1:{bare_port}", "--workers", str(workers), "bench.bare_app:get_app()"],
             env=project.env(BENCH_MEMCACHED=memcached.server, **gunicorn_args), port=bare_port,
             log_path=root / "bare.log")
         with larder, bare:
+            _wait_for_sentinel(memcached.server)  # `larder serve` rehydrates a region it finds without one
             auth = f"Bearer {secret}"
             _check_same_answer(larder.base_url, bare.base_url, auth)
             batch_route = discover_batch_route(larder.base_url)
@@ -97,10 +98,29 @@ def run_serving(sizes: ServingSizes, *, workers: int | None = None, log=print) -
         "loaded_by": "larder sync (the real engine, CLI subprocess)",
         "load_seconds": round(load.wall_seconds, 1),
         "gunicorn": {"workers": workers, "http_parser": parser, **gunicorn_settings()},
+        "proxy": "nginx (serving/nginx.conf.template), for both apps",
         "seconds_per_run": sizes.seconds,
         "scenarios": results,
         "skipped": skipped,
     }
+
+
+def _wait_for_sentinel(server: str, timeout: float = 300) -> None:
+    """Until the API's cache watcher has rehydrated the region (a synced region has no sentinel
+    yet), so that rewrite does not share the CPU with the measurements."""
+    import time
+
+    from orchestration.store.cache import RecordCache
+
+    cache = RecordCache([server])
+    try:
+        deadline = time.monotonic() + timeout
+        while cache.servers_missing_sentinel():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the region was not rehydrated by `larder serve` within 5 minutes")
+            time.sleep(0.5)
+    finally:
+        cache.close()
 
 
 def discover_batch_route(base_url: str) -> str | None:

@@ -64,11 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_stack_commands(commands)
 
-    serve = commands.add_parser("serve", help="serve a region's API with gunicorn")
+    serve = commands.add_parser("serve", help="serve a region's API: nginx in front of gunicorn")
     serve.add_argument("--region", required=True)
     serve.add_argument("--bind", help="host:port (default: the region's host and port)")
     serve.add_argument("--workers", type=int, help="gunicorn sync workers (default: $LARDER_WORKERS, else cores + 1)")
-    serve.add_argument("--pid", help="pid file")
+    serve.add_argument("--pid", help="pid file (of this process, which stops both servers on TERM)")
     serve.set_defaults(run=_serve)
 
     render = commands.add_parser("render", help="preview a Braze message: render it, calling this API for connected_content")
@@ -312,25 +312,19 @@ def _keys_revoke(args) -> int:
 
 
 def _serve(args) -> int:
+    from orchestration.cache_watch import CacheLossWatcher
+    from serving.launcher import serve
+
     project = _project(args)
     if args.region not in project.regions:
         print(f"larder: unknown region {args.region!r} (configured: {', '.join(project.regions)})", file=sys.stderr)
         return 2
     region = project.regions[args.region]
-    conf = Path(__file__).resolve().parents[1] / "serving" / "gunicorn.conf.py"
-    command = [
-        sys.executable, "-m", "gunicorn", "--config", str(conf),
-        "--bind", args.bind or f"{region.host}:{region.port}",
-    ]
-    if args.workers:
-        command += ["--workers", str(args.workers)]
-    if args.pid:
-        command += ["--pid", args.pid]
-    command.append("serving.app:get_app()")
-    os.environ["LARDER_REGION"] = args.region
-    os.environ["LARDER_CONFIG"] = str(project.path.resolve())
-    os.execv(sys.executable, command)
-    return 0  # not reached
+    env = {"LARDER_REGION": args.region, "LARDER_CONFIG": str(project.path.resolve())}
+    os.environ.update(env)
+    watcher = CacheLossWatcher(project.path.resolve(), args.region, region.servers)
+    return serve("serving.app:get_app()", bind=args.bind or f"{region.host}:{region.port}", name=args.region,
+                 workers=args.workers, pid_file=args.pid, env=env, companions=[watcher])
 
 
 def _devstack():

@@ -1,5 +1,10 @@
 """gunicorn settings for a Larder region (`larder serve --region R` passes this file).
 
+`larder serve` runs gunicorn on a unix socket behind nginx (serving/launcher.py): a sync worker
+only ever sees a complete request from the local proxy, never a slow client. The proxy enforces
+the request limits (serving/nginx.conf.template), so gunicorn's own are lifted: its HTML error
+pages would otherwise answer what nginx let through.
+
 Sync workers, cores + 1 of them: each request is one memcached round trip with no other I/O to
 overlap, so processes (not threads) use the cores best; the one extra worker runs while another
 waits on memcached. Values can be overridden by GUNICORN_* env vars (or LARDER_WORKERS).
@@ -41,9 +46,11 @@ proc_name = f"larder-{_region}"
 # gunicorn 26's control socket defaults to one path per user: two regions on one machine would
 # take it from each other, so it stays off (signals still work: HUP, TTIN/TTOU, TERM).
 control_socket_disable = True
-# A batch GET of 100 values easily passes the default 4 KB request line, and gunicorn answers that
-# with an HTML 400 the API cannot turn into JSON. 0 lifts the limit (gunicorn caps it at 1 MB).
+# nginx bounds the request line and each header line (64 KB) and the body (1 MB) and answers in
+# JSON; gunicorn's defaults (4 KB line, 8 KB header, 100 headers) would answer HTML first.
 limit_request_line = 0
+limit_request_field_size = 0
+limit_request_fields = 32768
 
 # Recorded in the environment, not a module global: gunicorn re-reads this file on HUP.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -60,6 +67,16 @@ def on_starting(server):
         from serving.reload import watch_in_master
 
         watch_in_master()
+
+
+def post_worker_init(worker):
+    # The client's address from the local proxy's X-Forwarded-For (see serving/proxy.py), and
+    # state reads bounded to all workers but one (serving/fallback.py).
+    from serving import fallback
+    from serving.proxy import ClientAddress
+
+    worker.wsgi = ClientAddress(worker.wsgi)
+    fallback.configure(worker.cfg.workers)
 
 
 def worker_exit(server, worker):

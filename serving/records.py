@@ -24,6 +24,7 @@ from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import require_collection_scope
 from serving.errors import ThrottledLog, describe_error
+from serving.fallback import state_read_slot
 from serving.metrics import TALLY
 from serving.state_reads import StateReads, StateUnavailable
 
@@ -85,7 +86,8 @@ class RecordSource:
     def _from_state(self, collection: str, keys: Sequence[str], *, cache_up: bool) -> dict[str, bytes]:
         order = self._order.get(collection, ())
         try:
-            found = self._reads(lambda: self._state.records_by_keys(keys, order))
+            with state_read_slot():  # at most all workers but one of this host wait on the state store
+                found = self._reads(lambda: self._state.records_by_keys(keys, order))
         except StateUnavailable as error:  # a 503, never a 404: the state alone knows what does not exist
             raise errors.state_unavailable(
                 f"{error}; the record {'is not in the cache' if cache_up else 'cache is unreachable too'}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,13 @@ class MemcachedProcess:
         self.stop()
         self.start()
 
+    def freeze(self) -> None:
+        """SIGSTOP: it keeps accepting connections (the kernel does) but answers nothing."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def flush(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port)) as sock:
             sock.sendall(b"flush_all\r\n")
@@ -137,3 +146,93 @@ class ProjectFactory:
         path = self.root / "larder.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return load_project(path)
+
+
+class SlowClients:
+    """Connections that dribble a request, one byte at a time, as a slow or hostile client does.
+
+    `header` clients never finish their headers; `body` clients send complete headers for a POST
+    promising more body than they ever send. A thread keeps every connection dribbling until the
+    block ends; `open_count()` says how many the server has not closed yet.
+    """
+
+    def __init__(self, port: int, *, header: int = 4, body: int = 4, interval: float = 0.5, host: str = "127.0.0.1"):
+        self.address = (host, port)
+        self.counts = {"header": header, "body": body}
+        self.interval = interval
+        self._sockets: list[socket.socket] = []
+        self._closed: set[int] = set()
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> "SlowClients":
+        import threading
+
+        for kind, count in self.counts.items():
+            for _ in range(count):
+                sock = socket.create_connection(self.address, timeout=5)
+                if kind == "body":
+                    sock.sendall(b"POST /v1/collections/c/records/id HTTP/1.1\r\nHost: slow\r\n"
+                                 b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+                else:
+                    sock.sendall(b"G")
+                self._sockets.append(sock)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._dribble, daemon=True)
+        self._thread.start()
+        return self
+
+    def _dribble(self) -> None:
+        while not self._stop.wait(self.interval):
+            for number, sock in enumerate(self._sockets):
+                if number in self._closed:
+                    continue
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    self._closed.add(number)
+
+    def open_count(self) -> int:
+        """Connections the server has not closed (a closed one fails its next write)."""
+        return len(self._sockets) - len(self._closed)
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for sock in self._sockets:
+            sock.close()
+
+
+class TcpProxy:
+    """tests/tcp_proxy.py in front of a TCP service, on one port across restarts: `freeze` hangs
+    every connection (SIGSTOP), `kill` makes it refuse."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.port = free_port()
+        self.target = (target_host, target_port)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.tcp_proxy", str(self.port), self.target[0], str(self.target[1])],
+            cwd=Path(__file__).resolve().parents[1])
+        wait_for_port(self.port)
+
+    def freeze(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.thaw()
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def ensure_running(self) -> None:
+        if self.process is None:
+            self.start()
+        else:
+            self.thaw()

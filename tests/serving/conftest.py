@@ -72,6 +72,18 @@ def write_customers(warehouse: Path, rows) -> None:
         )
 
 
+def _children(pid: int | str) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def gunicorn_workers(serve: int) -> list[str]:
+    """The gunicorn workers under a `larder serve` process (whose children are nginx and the
+    gunicorn master); empty while the master is not up."""
+    master = next((child for child in _children(serve)
+                   if b"gunicorn" in Path(f"/proc/{child}/cmdline").read_bytes()), None)
+    return _children(master) if master is not None else []
+
+
 class ApiServer:
     """`larder serve --region R` as a subprocess on a free port."""
 
@@ -115,14 +127,13 @@ class ApiServer:
         raise TimeoutError(f"gunicorn did not answer: {self.log.read_text()[-2000:]}")
 
     def _workers_ready(self) -> bool:
-        """Every worker has built the app: it runs a thread of the app's besides its own (the app
-        loads the keys before it starts any). Linux's /proc tells."""
-        pid = self.process.pid
+        """Every gunicorn worker has built the app: it runs a thread of the app's besides its own (the
+        app loads the keys before it starts any). Linux's /proc tells."""
         try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            return len(children) == self.workers and all(
-                len(list(Path(f"/proc/{child}/task").iterdir())) >= 2 for child in children)
-        except FileNotFoundError:  # a worker exited meanwhile
+            workers = gunicorn_workers(self.process.pid)
+            return len(workers) == self.workers and all(
+                len(list(Path(f"/proc/{worker}/task").iterdir())) >= 2 for worker in workers)
+        except FileNotFoundError:  # a process exited meanwhile
             return False
 
     def stop(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.serving.conftest import ORDERS_SYNC
+from tests.serving.conftest import ORDERS_SYNC, gunicorn_workers
 
 RELOAD_WAIT_SECONDS = 10
 
@@ -129,6 +129,6 @@ def test_a_worker_replaced_while_the_configuration_is_invalid_starts_from_the_la
     assert set(statuses) == {200}
 
 
-def worker_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
+def worker_pids(serve: int) -> list[int]:
+    """The gunicorn workers under `larder serve` (a supervisor of nginx and the gunicorn master)."""
+    return [int(pid) for pid in gunicorn_workers(serve)]
