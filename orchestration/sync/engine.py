@@ -223,21 +223,15 @@ def _replay_pending_journal(services: Services, lease: CollectionLease) -> None:
 
 
 def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress) -> SyncPlan:
-    """Diff the model against the snapshot: inside DuckDB when it can compute every index value
-    (only rows that changed are then mapped), else by mapping every row in Python."""
+    """Diff the model against the snapshot: inside the warehouse when it can (only rows that
+    changed are then mapped), else by mapping every row in Python."""
     spec, warehouse = mapper.spec, services.warehouse
     chunk_size = services.project.spec.defaults.chunk_size
     options = {"full_resync": full_resync, "max_samples": spec.rejections.samples, "progress": progress}
-    if warehouse.is_duckdb:
-        column_types = warehouse.column_types(sql)
-        index_columns = mapper.sql_index_columns(column_types)
-        if index_columns is not None:
-            delta = warehouse.iter_delta(
-                sql, index_columns=index_columns, source_columns=mapper.source_columns(list(column_types)),
-                snapshot=services.state.iter_snapshot(spec.name), salt=mapper.fingerprint_salt,
-                rewrite_all=full_resync, chunk_size=chunk_size,
-            )
-            return plan_delta(delta, mapper, **options)
+    delta = warehouse.delta(sql, mapper, snapshot=services.state.iter_snapshot(spec.name), rewrite_all=full_resync,
+                            chunk_size=chunk_size)
+    if delta is not None:
+        return plan_delta(delta, mapper, **options)
     return plan_sync(warehouse.iter_chunks(sql, chunk_size), mapper, services.state.snapshot(spec.name), **options)
 
 
