@@ -1,4 +1,8 @@
-"""Diffing against the snapshot: counts, full resync, and rejections (the record keeps what it had)."""
+"""Diffing against the snapshot: counts, full resync, and rejections (the record keeps what it had).
+
+Every test runs on each kind of warehouse (DuckDB, Postgres, MariaDB): the diff is pushed down to
+each, and must decide exactly alike.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ from orchestration.sync import SyncFailed
 from tests.sync.conftest import sync_config
 
 COLUMNS = "id integer, name varchar, email varchar"
+
+
+@pytest.fixture
+def harness(any_harness):
+    return any_harness
 
 
 def counts_of(report, *names):

@@ -114,8 +114,8 @@ class KeyedDelta:
         return int(rows), int(wanted_rows), int(null_keys)
 
     def _row_query(self, where: str = "") -> str:
-        return (f"select larder_model.*, {self._keys[0]}, {self._fingerprint} "
-                f"from ({self._sql}) as larder_model {where}")
+        query = f"select larder_model.*, {self._keys[0]}, {self._fingerprint} from ({self._sql}) as larder_model"
+        return f"{query} {where}" if where else query
 
     def _by_key_query(self, keys: int) -> str:
         """The rows whose primary key is one of `keys` parameters. The query has parameters, so
