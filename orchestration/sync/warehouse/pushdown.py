@@ -13,7 +13,9 @@ are the rows step 1 fingerprinted.
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import duckdb
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from orchestration.sync.warehouse.sqlalchemy import SqlWarehouse
 
 KEY_ROWS_PER_FETCH = 100_000  # (keys, fingerprint) rows streamed into DuckDB per step
+PROGRESS_SECONDS = 2.0  # while keys are read, an empty chunk this often lets the caller report progress
 
 
 def load_snapshot(conn: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> int:
@@ -43,6 +46,19 @@ def load_snapshot(conn: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> int:
     return size
 
 
+class _Every:
+    """`due()` is true once every `seconds`."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.last = seconds, time.monotonic()
+
+    def due(self) -> bool:
+        if time.monotonic() - self.last < self.seconds:
+            return False
+        self.last = time.monotonic()
+        return True
+
+
 class KeyedDelta:
     """The ModelDelta of a SQL warehouse (see the module's docstring). Yields empty chunks while it
     reads keys, so the caller can report progress (and keep its heartbeat) meanwhile."""
@@ -52,13 +68,14 @@ class KeyedDelta:
     by_key_max_share = 0.2
 
     def __init__(self, warehouse: "SqlWarehouse", sql: str, index_columns: Sequence[str],
-                 source_columns: Sequence[str], snapshot: Snapshot, seed: int, rewrite_all: bool, chunk_size: int):
+                 source_columns: Sequence[tuple[str, str]], snapshot: Snapshot, seed: int, rewrite_all: bool,
+                 chunk_size: int):
         self._warehouse, self._dialect = warehouse, warehouse.dialect
         self._sql, self._snapshot, self._seed = sql, snapshot, seed
         self._rewrite_all, self._chunk_size = rewrite_all, chunk_size
         quote = self._dialect.quote
         self._keys = [self._dialect.key_text(quote(c)) for c in index_columns]
-        self._fingerprint = self._dialect.fingerprint([quote(c) for c in source_columns], seed)
+        self._fingerprint = self._dialect.fingerprint([(quote(c), kind) for c, kind in source_columns], seed)
         self.snapshot_size = 0
 
     def __iter__(self) -> Iterator[list[DeltaRow]]:
@@ -67,7 +84,7 @@ class KeyedDelta:
                 self._warehouse.connection(consistent=True) as connection:
             duck.execute("set enable_progress_bar = false")
             self.snapshot_size = load_snapshot(duck, self._snapshot)
-            yield from self._load_keys(connection, duck)
+            yield from self._load_keys(connection, duck, spill)
             rows, wanted, null_keys = self._mark_wanted(duck)
             if wanted + null_keys <= self.by_key_max_share * rows:
                 yield from self._by_key(connection, duck, null_keys)
@@ -75,12 +92,27 @@ class KeyedDelta:
                 yield from self._streamed(connection, duck)
             yield from self._gone(duck)
 
-    def _load_keys(self, connection, duck) -> Iterator[list[DeltaRow]]:
-        """Stream (k0…kn, fingerprint) of every row into `larder_keys`."""
+    def _load_keys(self, connection, duck, spill: str) -> Iterator[list[DeltaRow]]:
+        """(k0…kn, fingerprint) of every row into `larder_keys`: as CSV through a file when the
+        driver can copy, else streamed in batches."""
         width = len(self._keys)
         names = [f"k{i}" for i in range(width)]
         duck.execute(f"create temp table larder_keys ({', '.join(f'{n} varchar' for n in names)}, fp bigint)")
         query = f"select {', '.join(self._keys)}, {self._fingerprint} from ({self._sql}) as larder_model"
+        path, progress = os.path.join(spill, "keys.csv"), _Every(PROGRESS_SECONDS)
+        with open(path, "wb") as out:
+            copied = self._dialect.copy_csv(connection, query, out)
+            for _ in copied or ():
+                if progress.due():
+                    yield []
+        if copied is not None:
+            types = ", ".join([*(f"'{n}': 'VARCHAR'" for n in names), "'fp': 'BIGINT'"])
+            duck.execute(f"""
+                insert into larder_keys select * from read_csv('{path.replace("'", "''")}', columns = {{{types}}}, header = false,
+                    quote = '"', escape = '"', allow_quoted_nulls = false, auto_detect = false)
+            """)
+            os.remove(path)
+            return
         _, batches = self._dialect.stream(connection, query, None, KEY_ROWS_PER_FETCH)
         for batch in batches:
             columns = list(zip(*batch))
@@ -89,7 +121,8 @@ class KeyedDelta:
             duck.register("larder_keys_batch", arrays)
             duck.execute("insert into larder_keys select * from larder_keys_batch")
             duck.unregister("larder_keys_batch")
-            yield []
+            if progress.due():
+                yield []
 
     def _mark_wanted(self, duck) -> tuple[int, int, int]:
         """`larder_wanted (pk, previous, shared)`: the primary keys whose rows need mapping, as the
