@@ -65,6 +65,7 @@ class Warehouse(ABC):
     """One narrow interface over a warehouse. `Warehouse(url)` returns the backend for the URL."""
 
     url: str
+    supports_delta: bool = False  # can diff in the warehouse (iter_delta)
 
     def __new__(cls, url: str, *args, **kwargs):
         if cls is Warehouse:
@@ -102,8 +103,6 @@ class Warehouse(ABC):
             sql, index_columns=index_columns, source_columns=mapping.source_columns(list(column_types)),
             snapshot=snapshot, salt=mapping.fingerprint_salt, rewrite_all=rewrite_all, chunk_size=chunk_size,
         )
-
-    supports_delta: bool = False
 
     def iter_delta(self, sql: str, *, index_columns: Sequence[str], source_columns: Sequence[str], snapshot: Snapshot,
                    salt: str, rewrite_all: bool, chunk_size: int) -> ModelDelta:

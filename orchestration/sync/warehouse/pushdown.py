@@ -71,7 +71,7 @@ class KeyedDelta:
                  source_columns: Sequence[tuple[str, str]], snapshot: Snapshot, seed: int, rewrite_all: bool,
                  chunk_size: int):
         self._warehouse, self._dialect = warehouse, warehouse.dialect
-        self._sql, self._snapshot, self._seed = sql, snapshot, seed
+        self._sql, self._snapshot = sql, snapshot
         self._rewrite_all, self._chunk_size = rewrite_all, chunk_size
         quote = self._dialect.quote
         self._keys = [self._dialect.key_text(quote(c)) for c in index_columns]
