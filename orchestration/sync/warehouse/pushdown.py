@@ -14,6 +14,7 @@ are the rows step 1 fingerprinted.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 import tempfile
 import time
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -59,6 +60,15 @@ class _Every:
         return True
 
 
+def _done(future: Future, seconds: float) -> bool:
+    """Whether `future` finished within `seconds` (its exception, if any, raised here)."""
+    try:
+        future.result(timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 class KeyedDelta:
     """The ModelDelta of a SQL warehouse (see the module's docstring). Yields empty chunks while it
     reads keys, so the caller can report progress (and keep its heartbeat) meanwhile."""
@@ -83,8 +93,7 @@ class KeyedDelta:
                 duckdb.connect(":memory:", config={"temp_directory": spill}) as duck, \
                 self._warehouse.connection(consistent=True) as connection:
             duck.execute("set enable_progress_bar = false")
-            self.snapshot_size = load_snapshot(duck, self._snapshot)
-            yield from self._load_keys(connection, duck, spill)
+            yield from self._load(connection, duck, spill)
             rows, wanted, null_keys = self._mark_wanted(duck)
             if wanted + null_keys <= self.by_key_max_share * rows:
                 yield from self._by_key(connection, duck, null_keys)
@@ -92,32 +101,42 @@ class KeyedDelta:
                 yield from self._streamed(connection, duck)
             yield from self._gone(duck)
 
-    def _load_keys(self, connection, duck, spill: str) -> Iterator[list[DeltaRow]]:
-        """(k0…kn, fingerprint) of every row into `larder_keys`: as CSV through a file when the
-        driver can copy, else streamed in batches."""
+    def _load(self, connection, duck, spill: str) -> Iterator[list[DeltaRow]]:
+        """The snapshot into `larder_snapshot`, (k0…kn, fingerprint) of every row into `larder_keys`.
+        A driver that copies writes the keys as CSV to a file, in a thread, while the snapshot loads
+        (the warehouse hashes on its own cores meanwhile); else keys are streamed in batches."""
         width = len(self._keys)
         names = [f"k{i}" for i in range(width)]
         duck.execute(f"create temp table larder_keys ({', '.join(f'{n} varchar' for n in names)}, fp bigint)")
         query = f"select {', '.join(self._keys)}, {self._fingerprint} from ({self._sql}) as larder_model"
-        path, progress = os.path.join(spill, "keys.csv"), _Every(PROGRESS_SECONDS)
-        with open(path, "wb") as out:
-            copied = self._dialect.copy_csv(connection, query, out)
-            for _ in copied or ():
-                if progress.due():
-                    yield []
-        if copied is not None:
-            types = ", ".join([*(f"'{n}': 'VARCHAR'" for n in names), "'fp': 'BIGINT'"])
-            duck.execute(f"""
-                insert into larder_keys select * from read_csv('{path.replace("'", "''")}', columns = {{{types}}}, header = false,
-                    quote = '"', escape = '"', allow_quoted_nulls = false, auto_detect = false)
-            """)
-            os.remove(path)
+        if not self._dialect.copies_csv:
+            self.snapshot_size = load_snapshot(duck, self._snapshot)
+            yield from self._stream_keys(connection, duck, query, names)
             return
+        path = os.path.join(spill, "keys.csv")
+        with ThreadPoolExecutor(1, thread_name_prefix="larder-keys") as pool:
+            copied = pool.submit(self._copy, connection, query, path)
+            self.snapshot_size = load_snapshot(duck, self._snapshot)
+            while not _done(copied, PROGRESS_SECONDS):
+                yield []
+        types = ", ".join([*(f"'{n}': 'VARCHAR'" for n in names), "'fp': 'BIGINT'"])
+        duck.execute(f"""
+            insert into larder_keys select * from read_csv('{path.replace("'", "''")}', columns = {{{types}}},
+                header = false, quote = '"', escape = '"', allow_quoted_nulls = false, auto_detect = false)
+        """)
+        os.remove(path)
+
+    def _copy(self, connection, query: str, path: str) -> None:
+        with open(path, "wb") as out:
+            self._dialect.copy_csv(connection, query, out)
+
+    def _stream_keys(self, connection, duck, query: str, names: list[str]) -> Iterator[list[DeltaRow]]:
+        progress = _Every(PROGRESS_SECONDS)
         _, batches = self._dialect.stream(connection, query, None, KEY_ROWS_PER_FETCH)
         for batch in batches:
             columns = list(zip(*batch))
             arrays = {name: np.array(columns[i], dtype=object) for i, name in enumerate(names)}
-            arrays["fp"] = np.array(columns[width], dtype=np.int64)
+            arrays["fp"] = np.array(columns[len(names)], dtype=np.int64)
             duck.register("larder_keys_batch", arrays)
             duck.execute("insert into larder_keys select * from larder_keys_batch")
             duck.unregister("larder_keys_batch")

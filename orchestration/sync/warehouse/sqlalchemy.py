@@ -30,6 +30,7 @@ class SqlDialect:
     """What differs between SQL warehouses. This base is portable SQL with no pushdown."""
 
     fingerprints = False  # can compute a fingerprint of a row (and so diff in the warehouse)
+    copies_csv = False  # can write a query's rows as CSV (copy_csv), much faster than fetching them
     keys_per_fetch = 1_000  # key values per query when fetching changed rows by key
 
     def __init__(self, engine: Engine):
@@ -85,10 +86,10 @@ class SqlDialect:
 
         return lambda: cursor.description, batches()
 
-    def copy_csv(self, dbapi_connection, sql: str, out) -> Iterator[None] | None:
+    def copy_csv(self, dbapi_connection, sql: str, out) -> None:
         """Write the query's rows to the binary file `out` as CSV (NULL unquoted and empty, text
-        quoted with "), yielding now and then; None when the driver cannot (rows are then streamed)."""
-        return None
+        quoted with "); only when `copies_csv`."""
+        raise NotImplementedError
 
     def type_names(self, cursor) -> list[str]:
         return [str(column[1]).upper() for column in cursor.description]
@@ -109,6 +110,7 @@ class PostgresDialect(SqlDialect):
     `hashtextextended` of the row's text."""
 
     fingerprints = True
+    copies_csv = True
     keys_per_fetch = 50_000  # one array parameter
     hashes_records = True  # hash_record_extended exists (Postgres 14+): known once connected
 
@@ -174,17 +176,12 @@ class PostgresDialect(SqlDialect):
 
         return lambda: cursor.description, batches()
 
-    def copy_csv(self, dbapi_connection, sql: str, out) -> Iterator[None]:
-        # COPY hands over blocks of bytes, not Python rows: a million keys cost no Python per row.
-        def blocks() -> Iterator[None]:
-            with dbapi_connection.cursor() as cursor, cursor.copy(f"copy ({sql}) to stdout with (format csv)") as copy:
-                write = out.write
-                for i, block in enumerate(copy):  # a block is a row
-                    write(block)
-                    if i % 10_000 == 0:
-                        yield
-
-        return blocks()
+    def copy_csv(self, dbapi_connection, sql: str, out) -> None:
+        # COPY hands over bytes, not Python rows (and the query may run in parallel).
+        with dbapi_connection.cursor() as cursor, cursor.copy(f"copy ({sql}) to stdout with (format csv)") as copy:
+            write = out.write
+            for block in copy:
+                write(block)
 
     def type_names(self, cursor) -> list[str]:
         return [column.type_display.upper() for column in cursor.description]
