@@ -20,9 +20,6 @@ from sqlalchemy.engine import Engine
 
 from orchestration.sync.warehouse.base import Duplicates, Snapshot, Warehouse, WarehouseError
 
-# Rows read per driver fetch when the caller's chunk size does not decide it.
-FETCH_ROWS = 10_000
-
 Rows = Iterator[list[tuple]]
 
 
