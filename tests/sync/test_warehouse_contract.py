@@ -304,3 +304,16 @@ def test_postgres_values_equal_by_type_but_read_back_differently_are_changes(pos
 
 def records_of_sql(warehouse, sql, mapper) -> dict:
     return {row["id"]: mapper.map_row(row).body for chunk in warehouse.iter_chunks(sql, 100) for row in chunk}
+
+
+def test_asset_checks_count_missing_keys_and_duplicates_on_every_warehouse(warehouse_db, warehouse, project_factory):
+    from orchestration.assets.checks import evaluate_checks
+
+    warehouse_db.create("people", [("id", "varchar"), ("email", "varchar")],
+                        [("1", "a@x"), ("1", "b@x"), ("", "c@x"), (None, "c@x"), ("2", "C@x")])
+    project = project_factory([sync_config(indices=["email"], fields=[{"column": "id"}, {"column": "email"}])],
+                              warehouse_url=warehouse_db.url)
+    outcomes = {o.name: o for o in evaluate_checks(project, project.sync("people"), warehouse)}
+    assert outcomes["people_primary_index_not_null"].metadata["null_rows"] == 2
+    assert outcomes["people_primary_index_unique"].metadata["duplicate_samples"] == [{"value": "1", "rows": 2}]
+    assert outcomes["people_email_unique"].metadata["duplicate_samples"] == [{"value": "c@x", "rows": 2}]
