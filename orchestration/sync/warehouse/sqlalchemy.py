@@ -12,6 +12,7 @@ import hashlib
 import json
 from contextlib import contextmanager
 from datetime import timezone
+from itertools import islice
 from typing import Any, Callable, Iterator, Sequence
 
 import orjson
@@ -160,13 +161,7 @@ class PostgresDialect(SqlDialect):
 
         def batches() -> Rows:
             try:
-                batch: list[tuple] = []
-                for row in rows:
-                    batch.append(row)
-                    if len(batch) >= size:
-                        yield batch
-                        batch = []
-                if batch:
+                while batch := list(islice(rows, size)):  # psycopg yields rows one by one
                     yield batch
             finally:
                 cursor.close()
