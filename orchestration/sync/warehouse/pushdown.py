@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from orchestration.sync.warehouse.sqlalchemy import SqlWarehouse
 
 KEY_ROWS_PER_FETCH = 100_000  # (keys, fingerprint) rows streamed into DuckDB per step
+# The embedded DuckDB's memory; past it, it spills to a temporary folder, so memory stays flat.
+DUCKDB_MEMORY = "256MB"
 PROGRESS_SECONDS = 2.0  # while keys are read, an empty chunk this often lets the caller report progress
 
 
@@ -90,7 +92,7 @@ class KeyedDelta:
 
     def __iter__(self) -> Iterator[list[DeltaRow]]:
         with tempfile.TemporaryDirectory(prefix="larder-delta-") as spill, \
-                duckdb.connect(":memory:", config={"temp_directory": spill}) as duck, \
+                duckdb.connect(":memory:", config={"temp_directory": spill, "memory_limit": DUCKDB_MEMORY}) as duck, \
                 self._warehouse.connection(consistent=True) as connection:
             duck.execute("set enable_progress_bar = false")
             yield from self._load(connection, duck, spill)
