@@ -7,6 +7,8 @@ rows and rows without a primary key; a type change or a mapping change rewrites 
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -317,3 +319,18 @@ def test_asset_checks_count_missing_keys_and_duplicates_on_every_warehouse(wareh
     assert outcomes["people_primary_index_not_null"].metadata["null_rows"] == 2
     assert outcomes["people_primary_index_unique"].metadata["duplicate_samples"] == [{"value": "1", "rows": 2}]
     assert outcomes["people_email_unique"].metadata["duplicate_samples"] == [{"value": "c@x", "rows": 2}]
+
+
+def test_timestamps_with_time_zones_read_in_utc_whatever_the_local_zone(warehouse_db, monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # the machine's zone (DuckDB's default)
+    monkeypatch.setenv("PGTZ", "Asia/Tokyo")  # libpq's session zone
+    time.tzset()
+    try:
+        warehouse_db.create("model", [("id", "integer"), ("at_tz", "timestamptz")], [(1, "2023-01-14 22:44:25")])
+        warehouse = Warehouse(warehouse_db.url)
+        rows = [row for chunk in warehouse.iter_chunks("select * from model", 10) for row in chunk]
+        warehouse.dispose()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert rows[0]["at_tz"].isoformat() == "2023-01-14T22:44:25+00:00"
