@@ -146,8 +146,10 @@ class KeyedDelta:
                 yield []
 
     def _mark_wanted(self, duck) -> tuple[int, int, int]:
-        """`larder_wanted (pk, previous, shared)`: the primary keys whose rows need mapping, as the
-        DuckDB backend decides it. Returns (model rows, rows wanted, rows without a primary key)."""
+        """`larder_wanted (pk, previous, shared, fp)`: the primary keys whose rows need mapping, as
+        the DuckDB backend decides it, with the row's fingerprint (rows are read again without it:
+        when several rows have a pk, they share it, and are rejected as duplicates anyway).
+        Returns (model rows, rows wanted, rows without a primary key)."""
         width = len(self._keys)
         shared_joins = "\n".join(
             f"left join (select k{i} as v from larder_keys group by 1 having count(*) > 1) as d{i} on m.k{i} = d{i}.v"
@@ -157,7 +159,8 @@ class KeyedDelta:
         wanted = "true" if self._rewrite_all else f"s.pk is null or s.fp <> m.fp or {shared}"
         duck.execute(f"""
             create temp table larder_wanted as
-            select m.k0 as pk, any_value(s.fp) as previous, bool_or({shared}) as shared, count(*) as n
+            select m.k0 as pk, any_value(s.fp) as previous, bool_or({shared}) as shared, any_value(m.fp) as fp,
+                   count(*) as n
             from larder_keys as m left join larder_snapshot as s on m.k0 = s.pk
             {shared_joins}
             where m.k0 is not null and ({wanted})
@@ -168,7 +171,7 @@ class KeyedDelta:
         return int(rows), int(wanted_rows), int(null_keys)
 
     def _row_query(self, where: str = "") -> str:
-        query = f"select larder_model.*, {self._keys[0]}, {self._fingerprint} from ({self._sql}) as larder_model"
+        query = f"select larder_model.*, {self._keys[0]} from ({self._sql}) as larder_model"
         return f"{query} {where}" if where else query
 
     def _by_key_query(self, keys: int) -> str:
@@ -182,28 +185,30 @@ class KeyedDelta:
         dialect = self._dialect
         if null_keys:
             yield from self._fetched(connection, self._row_query(f"where {self._keys[0]} is null"), None, None)
-        result = duck.execute("select pk, previous, shared from larder_wanted")
+        result = duck.execute("select pk, previous, shared, fp from larder_wanted")
         while batch := result.fetchmany(dialect.keys_per_fetch):
-            wanted = {pk: (previous, shared) for pk, previous, shared in batch}
+            wanted = {pk: (previous, shared, fp) for pk, previous, shared, fp in batch}
             yield from self._fetched(connection, self._by_key_query(len(batch)), dialect.key_parameters(list(wanted)),
                                      wanted)
 
     def _fetched(self, connection, query: str, parameters, wanted) -> Iterator[list[DeltaRow]]:
-        """Rows of `query` (model columns, key, fingerprint) as DeltaRows; with `wanted`, only rows
-        whose key is exactly one of it (the warehouse's collation may match more)."""
+        """Rows of `query` (model columns, then the key) as DeltaRows; with `wanted`, only rows whose
+        key is exactly one of it (the warehouse's collation may match more). Without, rows have no
+        primary key: they are rejected, so they need no fingerprint."""
         description, batches = self._dialect.stream(connection, query, parameters, self._chunk_size)
         as_dict = None
         for batch in batches:
-            width = len(batch[0]) - 2
+            width = len(batch[0]) - 1
             as_dict = as_dict or self._dialect.row_reader(description()[:width])
             if wanted is None:
-                yield [DeltaRow(as_dict(row), row[width], row[width + 1], None, False) for row in batch]
+                yield [DeltaRow(as_dict(row), None, None, None, False) for row in batch]
                 continue
             chunk = []
             for row in batch:
                 meta = wanted.get(row[width])
                 if meta is not None:
-                    chunk.append(DeltaRow(as_dict(row), row[width], row[width + 1], meta[0], meta[1]))
+                    previous, shared, fingerprint = meta
+                    chunk.append(DeltaRow(as_dict(row), row[width], fingerprint, previous, shared))
             yield chunk
 
     def _streamed(self, connection, duck) -> Iterator[list[DeltaRow]]:
@@ -211,21 +216,21 @@ class KeyedDelta:
         description, batches = self._dialect.stream(connection, self._row_query(), None, self._chunk_size)
         as_dict = None
         for batch in batches:
-            width = len(batch[0]) - 2
+            width = len(batch[0]) - 1
             as_dict = as_dict or self._dialect.row_reader(description()[:width])
             keys = [row[width] for row in batch]
-            chunk = [DeltaRow(as_dict(row), None, row[width + 1], None, False) for row in batch if row[width] is None]
+            chunk = [DeltaRow(as_dict(row), None, None, None, False) for row in batch if row[width] is None]
             duck.register("larder_chunk", {
                 "i": np.arange(len(batch), dtype=np.int64),
                 "pk": np.array(keys, dtype=object),
             })
             matches = duck.execute(
-                "select c.i, w.previous, w.shared from larder_chunk as c join larder_wanted as w on c.pk = w.pk"
+                "select c.i, w.previous, w.shared, w.fp from larder_chunk as c join larder_wanted as w on c.pk = w.pk"
             ).fetchall()
             duck.unregister("larder_chunk")
-            for i, previous, shared in matches:
+            for i, previous, shared, fingerprint in matches:
                 row = batch[i]
-                chunk.append(DeltaRow(as_dict(row), row[width], row[width + 1], previous, shared))
+                chunk.append(DeltaRow(as_dict(row), row[width], fingerprint, previous, shared))
             yield chunk
 
     def _gone(self, duck) -> Iterator[list[DeltaRow]]:
