@@ -334,3 +334,23 @@ def test_timestamps_with_time_zones_read_in_utc_whatever_the_local_zone(warehous
         monkeypatch.undo()
         time.tzset()
     assert rows[0]["at_tz"].isoformat() == "2023-01-14T22:44:25+00:00"
+
+
+def test_another_sqlalchemy_dialect_is_read_row_by_row_without_pushdown(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "warehouse.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table people (id integer, email text)")
+        conn.executemany("insert into people values (?, ?)", [(1, "a@x"), (2, "a@x"), (3, ""), (None, None)])
+    warehouse = Warehouse(f"sqlite:///{path}")
+    sql = "select * from people where email is null or email not like '%never%'"
+    mapper = RecordMapper(SyncSpec.model_validate(sync_config(fields=[{"column": "id"}, {"column": "email"}])),
+                          max_record_bytes=10_000)
+    assert warehouse.delta(sql, mapper, snapshot=iter(()), rewrite_all=False, chunk_size=10) is None
+    assert [row for chunk in warehouse.iter_chunks(sql, 3) for row in chunk][:2] == [
+        {"id": 1, "email": "a@x"}, {"id": 2, "email": "a@x"}]
+    assert warehouse.count(sql) == 4
+    assert warehouse.count_null_or_empty(sql, "email") == 2
+    assert warehouse.duplicates(sql, "email", 5).samples == [("a@x", 2)]
+    warehouse.dispose()
