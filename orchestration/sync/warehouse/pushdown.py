@@ -76,8 +76,10 @@ class KeyedDelta:
     reads keys, so the caller can report progress (and keep its heartbeat) meanwhile."""
 
     # Rows that need mapping, as a share of the model, up to which they are fetched by key; over
-    # it, one pass over the model costs less than one query per batch of keys.
+    # it, one pass over the model costs less than one query per batch of keys. Each of those
+    # queries runs the model's SQL again, so they are few at most.
     by_key_max_share = 0.2
+    by_key_max_queries = 4
 
     def __init__(self, warehouse: "SqlWarehouse", sql: str, index_columns: Sequence[str],
                  source_columns: Sequence[tuple[str, str]], snapshot: Snapshot, seed: int, rewrite_all: bool,
@@ -97,11 +99,15 @@ class KeyedDelta:
             duck.execute("set enable_progress_bar = false")
             yield from self._load(connection, duck, spill)
             rows, wanted, null_keys = self._mark_wanted(duck)
-            if wanted + null_keys <= self.by_key_max_share * rows:
+            if self._fetch_by_key(rows, wanted, null_keys):
                 yield from self._by_key(connection, duck, null_keys)
             else:
                 yield from self._streamed(connection, duck)
             yield from self._gone(duck)
+
+    def _fetch_by_key(self, rows: int, wanted: int, null_keys: int) -> bool:
+        queries = -(-wanted // self._dialect.keys_per_fetch) + (null_keys > 0)
+        return wanted + null_keys <= self.by_key_max_share * rows and queries <= self.by_key_max_queries
 
     def _load(self, connection, duck, spill: str) -> Iterator[list[DeltaRow]]:
         """The snapshot into `larder_snapshot`, (k0…kn, fingerprint) of every row into `larder_keys`.
