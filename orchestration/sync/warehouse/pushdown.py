@@ -1,22 +1,23 @@
 """The diff of a SQL warehouse's model against the sync's snapshot, without reading unchanged rows.
 
 1. The warehouse computes each row's index keys and a fingerprint of the columns the mapping
-   reads; only those (a few dozen bytes a row) are streamed into an embedded, in-memory DuckDB.
+   reads; only those (a few dozen bytes a row) go into an embedded, in-memory DuckDB (copied as
+   CSV where the driver can, while the snapshot loads; else streamed).
 2. DuckDB compares them with the snapshot, exactly as the DuckDB backend's single query does:
    which rows are new, changed, share an index value, have no primary key, and which pks left.
-3. The rows that need mapping are read: by key, in batches, when they are a small share of the
-   model; else by streaming the model once and keeping only them.
+3. The rows that need mapping are read: by key, in a few batches, when they are a small share of
+   the model; else by streaming the model once and keeping only them.
 
 Everything is read in one transaction that sees one state of the warehouse, so the rows of step 3
-are the rows step 1 fingerprinted.
+are the rows step 1 fingerprinted (and keep step 1's fingerprints).
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import duckdb
