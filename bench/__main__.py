@@ -2,8 +2,9 @@
 
     python -m bench                          everything, bounded (about 8 minutes on 2 cores)
     python -m bench --quick                  small sizes (seconds), for smoke tests and iteration
-    python -m bench --only serving|sync|freshness
+    python -m bench --only serving|sync|postgres|freshness
     python -m bench --sync-rows 1000000      the sync benchmark's size (default: what fits the bound)
+    python -m bench --postgres-rows 100000   the Postgres sync section's size (default: 1,000,000)
     python -m bench profile sync|serving     py-spy profiles into bench/results/profile-*.txt
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from bench import report, serving, sync
 from bench.freshness_runner import run_freshness
 
-PARTS = ("serving", "sync", "freshness")
+PARTS = ("serving", "sync", "postgres", "freshness")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,14 +30,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return profiles.main(argv[1:])
     args = _parser().parse_args(argv)
-    results = run(args.only or PARTS, quick=args.quick, sync_rows=args.sync_rows, workers=args.workers)
+    results = run(args.only or PARTS, quick=args.quick, sync_rows=args.sync_rows, workers=args.workers,
+                  postgres_rows=args.postgres_rows)
     report.print_tables(results)
     latest = report.write_results(results, args.out)
     print(f"\nwrote {latest} and {latest.with_suffix('.png')} ({results['seconds']:.0f} s in all)")
     return 0
 
 
-def run(parts, *, quick: bool, sync_rows: int | None = None, workers: int | None = None, log=print) -> dict:
+def run(parts, *, quick: bool, sync_rows: int | None = None, workers: int | None = None,
+        postgres_rows: int | None = None, log=print) -> dict:
     """Run the chosen benchmarks; returns everything that goes into the JSON (targets included)."""
     started = time.monotonic()
     results: dict = {
@@ -50,6 +53,10 @@ def run(parts, *, quick: bool, sync_rows: int | None = None, workers: int | None
     if "sync" in parts:
         sizes = sync.QUICK if quick else sync.FULL
         results["sync"] = sync.run_sync_bench(replace(sizes, rows=sync_rows) if sync_rows else sizes, log=log)
+    if "postgres" in parts:
+        sizes = sync.POSTGRES_QUICK if quick else sync.POSTGRES_FULL
+        results["postgres_sync"] = sync.run_postgres_sync_bench(
+            replace(sizes, rows=postgres_rows) if postgres_rows else sizes, log=log)
     if "freshness" in parts:
         if quick and len(parts) > 1:
             log("freshness: skipped with --quick (run --only freshness)")
@@ -66,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", action="append", choices=PARTS, help="run only this part (repeatable)")
     parser.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")
     parser.add_argument("--sync-rows", type=int, help="rows of the sync benchmark's model")
+    parser.add_argument("--postgres-rows", type=int, help="rows of the Postgres sync section's model")
     parser.add_argument("--workers", type=int, help="gunicorn workers for both apps (default: serving/gunicorn.conf.py's)")
     parser.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="where results go (default: bench/results)")
     return parser

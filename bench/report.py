@@ -63,6 +63,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"sync RSS flat ({flat['rows_small']:,} → {flat['rows_large']:,} rows)", "growth ≤ 1.25×",
             flat["growth"], flat["growth"] <= 1.25,
             f"{flat['peak_rss_mb_small']:.0f} → {flat['peak_rss_mb_large']:.0f} MB ({{:.2f}}×)"))
+    postgres = results.get("postgres_sync")
+    if postgres and "runs" in postgres:
+        rows += _postgres_targets(postgres)
     freshness = results.get("freshness")
     if freshness and isinstance(freshness.get("seconds"), (int, float)):
         rows.append(_target("freshness (dbt_build launched → record served)", "≤ 15 s", freshness["seconds"],
@@ -70,6 +73,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         after = freshness.get("after_dbt_seconds")
         if isinstance(after, (int, float)):
             rows.append(_target("freshness (dbt done → record served)", "≤ 10 s", after, after <= 10, "{:.1f} s"))
+    return rows
+
+
+def _postgres_targets(postgres: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Postgres warehouse's targets, at the size measured (1M unless told otherwise)."""
+    rows = []
+    size = f"{postgres['rows']:,}" if postgres["rows"] != 1_000_000 else "1M"
+    for run in postgres["runs"]:
+        if run["variant"] == "postgres" and run["step"] in ("no change", "1% changed"):
+            rows.append(_target(f"postgres {size} {run['step']}", "≤ 5 s", run["seconds"], run["seconds"] <= 5,
+                                "{:.1f} s"))
+    duckdb_full = next(r for r in postgres["runs"] if r["variant"] == "duckdb")
+    ratio = postgres["full_vs_duckdb"]
+    rows.append(_target(f"postgres {size} full vs DuckDB full", "≤ 1.3×", ratio, ratio <= 1.3,
+                        f"{{:.2f}}× ({duckdb_full['seconds'] * ratio:.1f} vs {duckdb_full['seconds']:.1f} s)"))
     return rows
 
 
@@ -99,6 +117,16 @@ def print_tables(results: dict[str, Any], out=print) -> None:
             ["variant", "step", "rows", "seconds", "rows/s", "peak RSS MB", "written"],
             [[r["variant"], r["step"], f"{r['rows']:,}", f"{r['seconds']:.1f}", f"{r['rows_per_second']:,}",
               f"{r['peak_rss_mb']:.0f}", f"{r['counts'].get('written', 0):,}"] for r in sync["runs"]]))
+    postgres = results.get("postgres_sync")
+    if postgres and "runs" in postgres:
+        out(f"\nSync from Postgres: `larder sync` of the same model ({postgres['rows']:,} rows) generated into a "
+            "Postgres schema (diff pushed down), beside a DuckDB full sync of the same size")
+        out(_table(
+            ["warehouse", "step", "rows", "seconds", "rows/s", "peak RSS MB", "written"],
+            [[r["variant"], r["step"], f"{r['rows']:,}", f"{r['seconds']:.1f}", f"{r['rows_per_second']:,}",
+              f"{r['peak_rss_mb']:.0f}", f"{r['counts'].get('written', 0):,}"] for r in postgres["runs"]]))
+    elif postgres:
+        out(f"\nSync from Postgres: skipped ({postgres['skipped']})")
     if "freshness" in results:
         out(f"\nFreshness: {json.dumps(results['freshness'])}")
     if results.get("targets"):

@@ -105,18 +105,20 @@ class Memcached:
 
 
 class BenchProject:
-    """A temporary Larder project: DuckDB warehouse, SQLite state, one region on one memcached."""
+    """A temporary Larder project: a DuckDB warehouse (or the one `warehouse_url` names), SQLite
+    state, one region on one memcached."""
 
-    def __init__(self, root: Path, memcached_server: str):
+    def __init__(self, root: Path, memcached_server: str, *, warehouse_url: str | None = None):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.warehouse_path = root / "warehouse.duckdb"
+        self.warehouse_url = warehouse_url or f"duckdb:///{self.warehouse_path}"
         self.config_path = root / "larder.yaml"
         self.memcached_server = memcached_server
 
     def write(self, syncs: list[dict[str, Any]], *, chunk_size: int | None = None) -> None:
         config: dict[str, Any] = {
-            "warehouse": {"url": f"duckdb:///{self.warehouse_path}"},
+            "warehouse": {"url": self.warehouse_url},
             "state": {"url": f"sqlite:///{self.root / 'state.db'}"},
             "regions": {REGION: {"servers": [self.memcached_server]}},
             "syncs": ["syncs/*.yaml"],

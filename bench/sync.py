@@ -5,18 +5,25 @@ resync after 1 % of the rows changed. Each sync is its own `larder sync` subproc
 RSS is its own (wait4), and its seconds are the engine's (the CLI's "succeeded in" figure, which
 leaves out interpreter start-up; wall seconds are kept too). A full sync at a quarter of the size
 shows whether memory grows with the row count.
+
+The Postgres section generates the same model (same records) into a Postgres schema and runs the
+same three steps of the plain variant, beside a full sync of the DuckDB model of the same size in
+the same run, for the ratio.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bench import data
 from bench.services import BenchProject, Memcached, ProcessRun
+from tests.support import postgres_available, postgres_base_url
 
 TARGET_ROWS = 1_000_000
 SUCCEEDED = re.compile(r"succeeded in ([\d.]+)s: (.*)")
@@ -34,6 +41,11 @@ FULL = SyncSizes(rows=100_000, record_bytes=400)
 QUICK = SyncSizes(rows=5_000, record_bytes=400)
 
 VARIANTS = {"plain": False, "liquid": True}  # variant name → has one Liquid field
+
+# The Postgres section fits `make bench`'s bound at the target size itself.
+POSTGRES_FULL = SyncSizes(rows=1_000_000, record_bytes=400)
+POSTGRES_QUICK = SyncSizes(rows=5_000, record_bytes=400)
+STEPS = ("full", "no change", "1% changed")
 
 
 def run_sync_bench(sizes: SyncSizes, *, log=print) -> dict[str, Any]:
@@ -64,21 +76,63 @@ def run_sync_bench(sizes: SyncSizes, *, log=print) -> dict[str, Any]:
     return result
 
 
-def _variant_runs(variant: str, liquid: bool, rows: int, sizes: SyncSizes, *, steps: tuple[str, ...], log) -> list[dict]:
+def run_postgres_sync_bench(sizes: SyncSizes, *, log=print) -> dict[str, Any]:
+    """Full, no-change and 1 % changed syncs of the model in Postgres, and a full sync of the same
+    model in DuckDB, all at `sizes.rows`."""
+    if not postgres_available():
+        return {"skipped": "Postgres is not reachable at 127.0.0.1:5432"}
+    duckdb_full = _variant_runs("duckdb", False, sizes.rows, sizes, steps=("full",), log=log)[0]
+    with _postgres_schema() as url:
+        runs = _variant_runs("postgres", False, sizes.rows, sizes, steps=STEPS, log=log, warehouse_url=url)
+    full = next(r for r in runs if r["step"] == "full")
+    return {
+        "rows": sizes.rows,
+        "record_bytes": sizes.record_bytes,
+        "columns": len(data.COLUMNS),
+        "runs": [duckdb_full, *runs],
+        "full_vs_duckdb": round(full["seconds"] / max(duckdb_full["seconds"], 0.05), 2),
+    }
+
+
+@contextmanager
+def _postgres_schema() -> Iterator[str]:
+    """A fresh Postgres schema for the model, dropped afterwards; yields the warehouse URL."""
+    import sqlalchemy as sa
+
+    schema = f"larder_bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_base_url())
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'create schema "{schema}"')
+    try:
+        yield f"{postgres_base_url()}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'drop schema "{schema}" cascade')
+        admin.dispose()
+
+
+def _variant_runs(variant: str, liquid: bool, rows: int, sizes: SyncSizes, *, steps: tuple[str, ...], log,
+                  warehouse_url: str | None = None) -> list[dict]:
     name = f"bench_{variant}"
     memory_mb = max(256, rows * (sizes.record_bytes + 200) * 2 * 2 // 1_000_000)  # two keys per record
     with tempfile.TemporaryDirectory(prefix="larder-bench-sync-") as tmp, Memcached(memory_mb=memory_mb) as memcached:
-        project = BenchProject(Path(tmp), memcached.server)
-        data.create_users(project.warehouse_path, rows, record_bytes=sizes.record_bytes)
+        project = BenchProject(Path(tmp), memcached.server, warehouse_url=warehouse_url)
+        if warehouse_url:
+            data.create_users_postgres(warehouse_url, rows, record_bytes=sizes.record_bytes)
+        else:
+            data.create_users(project.warehouse_path, rows, record_bytes=sizes.record_bytes)
         project.write([data.sync_spec(name, liquid=liquid)])
         results = []
         for step in steps:
             if step == "1% changed":
-                data.change_one_percent(project.warehouse_path)
+                if warehouse_url:
+                    data.change_one_percent_postgres(warehouse_url)
+                else:
+                    data.change_one_percent(project.warehouse_path)
             run = project.larder("sync", name, timeout=1800).check(f"larder sync {name}")
             results.append(_result(variant, step, rows, run))
             last = results[-1]
-            log(f"sync: {variant:6} {step:10} {rows:>9,} rows: {last['seconds']:6.1f} s "
+            log(f"sync: {variant:8} {step:10} {rows:>9,} rows: {last['seconds']:6.1f} s "
                 f"({last['rows_per_second']:,.0f} rows/s), peak RSS {last['peak_rss_mb']:.0f} MB, "
                 f"written {last['counts'].get('written', 0):,}")
     return results

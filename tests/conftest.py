@@ -1,7 +1,10 @@
-"""Fixtures that start real services: memcached processes, DuckDB and SQLite files, Postgres schemas.
+"""Fixtures that start real services: memcached processes, DuckDB and SQLite files, Postgres schemas,
+MariaDB databases.
 
 Postgres tests need 127.0.0.1:5432 (trust auth, database `test`); without it they skip with the
-reason, unless LARDER_REQUIRE_POSTGRES=1 (set by CI), where they fail instead.
+reason, unless LARDER_REQUIRE_POSTGRES=1 (set by CI), where they fail instead. MariaDB tests need
+127.0.0.1:3306 (root, empty password) and likewise fail instead of skipping under
+LARDER_REQUIRE_MARIADB=1.
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MemcachedProcess, ProjectFactory, postgres_available, postgres_base_url
+from tests.support import (
+    MemcachedProcess,
+    ProjectFactory,
+    mariadb_available,
+    mariadb_base_url,
+    postgres_available,
+    postgres_base_url,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +73,25 @@ def postgres_url():
     yield f"{postgres_base_url()}?options=-csearch_path%3D{schema}"
     with admin.begin() as conn:
         conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+    admin.dispose()
+
+
+@pytest.fixture
+def mariadb_url():
+    """A SQLAlchemy URL of a fresh MariaDB database, dropped afterwards."""
+    if not mariadb_available():
+        if os.environ.get("LARDER_REQUIRE_MARIADB") == "1":
+            pytest.fail("MariaDB at 127.0.0.1:3306 is required (LARDER_REQUIRE_MARIADB=1) but not reachable")
+        pytest.skip("MariaDB is not reachable at 127.0.0.1:3306 (set LARDER_REQUIRE_MARIADB=1 to fail instead)")
+    import sqlalchemy as sa
+
+    database = f"larder_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(mariadb_base_url())
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"create database `{database}` character set utf8mb4"))
+    yield f"{mariadb_base_url()}/{database}?charset=utf8mb4"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"drop database `{database}`"))
     admin.dispose()
 
 

@@ -104,8 +104,21 @@ def postgres_base_url() -> str:
 
 
 def postgres_available() -> bool:
+    return _listening(5432)
+
+
+def mariadb_base_url() -> str:
+    """The MariaDB server's URL without a database (tests create and drop their own)."""
+    return os.environ.get("LARDER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+def mariadb_available() -> bool:
+    return _listening(3306)
+
+
+def _listening(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
     except OSError:
         return False

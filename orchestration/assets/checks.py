@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-import sqlalchemy as sa
 
 from orchestration.assets.keys import model_key
 from orchestration.config.load import Project
@@ -139,8 +138,7 @@ def _column_of(spec: SyncSpec, index: str) -> str | None:
 def _not_null(spec: SyncSpec, warehouse: Warehouse, sql: str, scan: "_Scan") -> CheckOutcome:
     column = _column_of(spec, spec.primary_index)
     if column is not None:
-        quoted = _quote(column)
-        nulls = _scalar(warehouse, f"select count(*) from ({sql}) as m where {quoted} is null or cast({quoted} as varchar) = ''")
+        nulls = warehouse.count_null_or_empty(sql, column)
     else:
         nulls = scan.null_primary
     return CheckOutcome(
@@ -163,15 +161,8 @@ def _unique(name: str, index: str, duplicates: _Duplicates) -> CheckOutcome:
 
 
 def _sql_duplicates(warehouse: Warehouse, sql: str, column: str) -> _Duplicates:
-    quoted = _quote(column)
-    grouped = (
-        f"select {quoted} as value, count(*) as n from ({sql}) as m "
-        f"where {quoted} is not null group by {quoted} having count(*) > 1"
-    )
-    total = _scalar(warehouse, f"select count(*) from ({grouped}) as d")
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(sa.text(f"{grouped} order by n desc limit {SAMPLE_SIZE}")).fetchall()
-    return _Duplicates(total, [{"value": index_text(value), "rows": int(n)} for value, n in rows])
+    found = warehouse.duplicates(sql, column, SAMPLE_SIZE)
+    return _Duplicates(found.values, [{"value": index_text(value), "rows": n} for value, n in found.samples])
 
 
 def _scanned_duplicates(scan: _Scan, index: str) -> _Duplicates:
@@ -203,15 +194,6 @@ def _scan_with_mapper(spec: SyncSpec, warehouse: Warehouse, sql: str, chunk_size
                 if name in scan.index_values:
                     scan.index_values[name][value] += 1
     return scan
-
-
-def _scalar(warehouse: Warehouse, sql: str) -> int:
-    with warehouse.engine.connect() as conn:
-        return int(conn.execute(sa.text(sql)).scalar_one())
-
-
-def _quote(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
 
 
 def _metadata(value: Any) -> dg.MetadataValue:

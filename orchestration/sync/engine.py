@@ -159,11 +159,11 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
             if progress:
                 progress("scan", counts)
 
-        plan, sql_pk_column = _plan(services, sql, mapper, full_resync=full_resync, progress=on_scan)
+        plan = _plan(services, sql, mapper, full_resync=full_resync, progress=on_scan)
         counts.update(plan.counts)
         counts["caught_up"] = caught_up
         if plan.samples_missing_rows:
-            fill_sample_rows(plan, _rows_of(services, sql, mapper, plan.samples_missing_rows, sql_pk_column), mapper)
+            fill_sample_rows(plan, _rows_of(services, sql, mapper, plan.samples_missing_rows), mapper)
         if plan.rejected_share > spec.rejections.max_share:
             raise SyncFailed(
                 f"{plan.rejected} of {plan.rows_read} rows rejected ({plan.rejected_share:.1%}), over the "
@@ -248,40 +248,28 @@ def _catch_up(services: Services, lease: CollectionLease, regions: Sequence[str]
     return settled
 
 
-def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool,
-          progress) -> tuple[SyncPlan, str | None]:
-    """Diff the model against the snapshot: inside DuckDB when it can compute every index value
-    (only rows that changed are then mapped), else by mapping every row in Python. Returns the
-    plan and, on the DuckDB path, the column whose text is the primary index."""
+def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress) -> SyncPlan:
+    """Diff the model against the snapshot: inside the warehouse when it can (only rows that
+    changed are then mapped), else by mapping every row in Python."""
     spec, warehouse, state = mapper.spec, services.warehouse, services.state
     chunk_size = services.project.spec.defaults.chunk_size
     options = {"full_resync": full_resync, "max_samples": spec.rejections.samples, "progress": progress}
-    if warehouse.is_duckdb:
-        column_types = warehouse.column_types(sql)
-        index_columns = mapper.sql_index_columns(column_types)
-        if index_columns is not None:
-            delta = warehouse.iter_delta(
-                sql, index_columns=index_columns, source_columns=mapper.source_columns(list(column_types)),
-                snapshot=state.iter_snapshot(spec.name), salt=mapper.fingerprint_salt,
-                rewrite_all=full_resync, chunk_size=chunk_size,
-            )
-            previous_bodies = lambda pks: state.sync_fields_of(spec.name, pks)  # noqa: E731
-            return plan_delta(delta, mapper, previous_bodies=previous_bodies, **options), index_columns[0]
-    return plan_sync(warehouse.iter_chunks(sql, chunk_size), mapper, state.snapshot(spec.name), **options), None
+    delta = warehouse.delta(sql, mapper, snapshot=state.iter_snapshot(spec.name), rewrite_all=full_resync,
+                            chunk_size=chunk_size)
+    if delta is not None:
+        previous_bodies = lambda pks: state.sync_fields_of(spec.name, pks)  # noqa: E731
+        return plan_delta(delta, mapper, previous_bodies=previous_bodies, **options)
+    return plan_sync(warehouse.iter_chunks(sql, chunk_size), mapper, state.snapshot(spec.name), **options)
 
 
-def _rows_of(services: Services, sql: str, mapper: RecordMapper, pks: Collection[str],
-             sql_pk_column: str | None) -> Iterator[list[dict[str, Any]]]:
+def _rows_of(services: Services, sql: str, mapper: RecordMapper, pks: Collection[str]) -> Iterator[list[dict[str, Any]]]:
     """The model's rows whose primary index is one of `pks` (a few, for rejection samples): filtered
-    in SQL when the primary index is a plain column, else found by reading the model again."""
-    chunk_size = services.project.spec.defaults.chunk_size
-    if sql_pk_column is None:
-        return services.warehouse.iter_chunks(sql, chunk_size)
-    column = '"' + sql_pk_column.replace('"', '""') + '"'
-    values = ", ".join("'" + pk.replace("'", "''") + "'" for pk in sorted(pks))
-    return services.warehouse.iter_chunks(
-        f"select * from ({sql}) as larder_model where nullif(cast({column} as varchar), '') in ({values})", chunk_size
-    )
+    by the warehouse when it computes the primary index's text exactly, else by reading the model again."""
+    warehouse, chunk_size = services.warehouse, services.project.spec.defaults.chunk_size
+    index_columns = mapper.sql_index_columns(warehouse.column_types(sql))
+    if index_columns is None:
+        return warehouse.iter_chunks(sql, chunk_size)
+    return warehouse.rows_with_keys(sql, index_columns[0], sorted(pks), chunk_size)
 
 
 def rehydrate_region(services: Services, region: str, *, progress: Progress | None = None) -> dict[str, int]:

@@ -54,13 +54,19 @@ def encode_fields(fields: dict[str, Any]) -> bytes:
     return orjson.dumps(fields, default=json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
-# Column types whose text form in SQL (`CAST(c AS VARCHAR)`, '' as null) is exactly `index_text` of
-# the mapped value, for the field types listed: the warehouse can then compare keys without Python.
+# Column types (as each warehouse names them: DuckDB, Postgres, MariaDB/MySQL) whose text form in
+# SQL (the warehouse's cast to text, '' as null) is exactly `index_text` of the mapped value, for
+# the field types listed: the warehouse can then compare keys without Python. Fixed-width CHAR is
+# not among them (Postgres pads it in Python, not in text), nor are binary strings.
 SQL_INTEGER_TYPES = frozenset({
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+    "INT2", "INT4", "INT8",  # Postgres
+    "INT", "MEDIUMINT", "TINYINT UNSIGNED", "SMALLINT UNSIGNED", "MEDIUMINT UNSIGNED", "INT UNSIGNED",
+    "BIGINT UNSIGNED",  # MariaDB/MySQL
 })
+SQL_TEXT_TYPES = frozenset({"VARCHAR", "TEXT"})
 _KEY_TEXT_IN_SQL = {
-    "VARCHAR": frozenset({FieldType.auto, FieldType.string}),
+    **{name: frozenset({FieldType.auto, FieldType.string}) for name in SQL_TEXT_TYPES},
     **{name: frozenset({FieldType.auto, FieldType.string, FieldType.integer, FieldType.number}) for name in SQL_INTEGER_TYPES},
 }
 # Bumped when mapping changes in a way the spec does not show, so every record is rewritten once.
@@ -102,7 +108,7 @@ class RecordMapper:
         columns = []
         for name in self.spec.index_names:
             field = by_target[name]
-            if field.column is None or field.type not in _KEY_TEXT_IN_SQL.get(column_types.get(field.column, ""), ()):
+            if field.column is None or field.type not in _KEY_TEXT_IN_SQL.get(_base_type(column_types.get(field.column, "")), ()):
                 return None
             columns.append(field.column)
         return columns
@@ -143,6 +149,11 @@ class RecordMapper:
                 f"record is {len(body)} bytes, over the {self.max_record_bytes}-byte limit", index_values[0][1]
             )
         return MappedRecord(index_values[0][1], body, hash_body(body) if hashed else 0, tuple(index_values))
+
+
+def _base_type(name: str) -> str:
+    """`VARCHAR(255)` → `VARCHAR`: a length does not change a value's text."""
+    return name.split("(", 1)[0].strip()
 
 
 def liquid_scope(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 import duckdb
@@ -14,14 +15,21 @@ from orchestration.store import envelope
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import index_text, record_key
 from orchestration.sync import Services, SyncReport, run_sync
+from orchestration.sync.warehouse.pushdown import KeyedDelta
+from tests.sync.warehouse_dbs import DuckDb, MariaDb, PostgresDb, WarehouseDb
+
+# DuckDB column types of the tests' tables → the portable kinds every test warehouse has.
+_KIND_OF_DUCKDB_TYPE = {"integer": "integer", "bigint": "bigint", "varchar": "varchar", "double": "double",
+                        "boolean": "boolean", "date": "date"}
 
 
 class SyncHarness:
     """Writes model tables, builds a project whose regions are real memcached processes, runs syncs."""
 
-    def __init__(self, project_factory, duckdb_url: str, servers: dict[str, list[str]]):
+    def __init__(self, project_factory, duckdb_url: str, servers: dict[str, list[str]], db: WarehouseDb | None = None):
         self.project_factory = project_factory
-        self.warehouse_url = duckdb_url
+        self.db = db
+        self.warehouse_url = db.url if db is not None else duckdb_url
         self.regions = servers
         self.project: Project | None = None
         self._caches: dict[str, RecordCache] = {}
@@ -43,7 +51,12 @@ class SyncHarness:
         engine.dispose()
 
     def table(self, name: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Replace a DuckDB table with these rows (columns: a column definition list)."""
+        """Replace a table with these rows (columns: a DuckDB column definition list, translated for
+        another warehouse when the harness runs on one)."""
+        if self.db is not None and self.db.kind != "duckdb":
+            kinds = [part.split() for part in columns.split(",")]
+            self.db.create(name, [(column, _KIND_OF_DUCKDB_TYPE[kind.lower()]) for column, kind in kinds], rows)
+            return
         conn = duckdb.connect(self.warehouse_url.removeprefix("duckdb:///"))
         try:
             conn.execute(f"create or replace table {name} ({columns})")
@@ -54,6 +67,7 @@ class SyncHarness:
             conn.close()
 
     def configure(self, *syncs: dict[str, Any], **kwargs) -> Project:
+        kwargs.setdefault("warehouse_url", self.warehouse_url)
         self.project = self.project_factory(list(syncs), regions=self.regions, **kwargs)
         return self.project
 
@@ -88,6 +102,59 @@ def harness(project_factory, duckdb_url, memcached):
     h = SyncHarness(project_factory, duckdb_url, {"main": [memcached.server]})
     yield h
     h.close()
+
+
+WAREHOUSE_KINDS = ("duckdb", "postgres", "mariadb")
+
+
+@pytest.fixture(params=WAREHOUSE_KINDS)
+def warehouse_db(request) -> WarehouseDb:
+    """An empty warehouse of each kind in turn: a DuckDB file, a Postgres schema, a MariaDB database."""
+    return make_warehouse_db(request, request.param)
+
+
+def make_warehouse_db(request, kind: str) -> WarehouseDb:
+    if kind == "duckdb":
+        return DuckDb(request.getfixturevalue("duckdb_url"))
+    if kind == "postgres":
+        return PostgresDb(request.getfixturevalue("postgres_url"))
+    return MariaDb(request.getfixturevalue("mariadb_url"))
+
+
+# A SQL warehouse's delta reads changed rows by key or in one pass over the model, depending on
+# how many changed: the harness forces each way in turn.
+FETCHES = {"by key": 1.0, "streamed": 0.0}
+
+
+@pytest.fixture(params=["duckdb", *(f"{kind} {fetch}" for kind in ("postgres", "mariadb") for fetch in FETCHES)])
+def any_harness(request, project_factory, duckdb_url, memcached, monkeypatch):
+    """The harness on each kind of warehouse, and each way of fetching changed rows, in turn
+    (tables made with `table` are translated)."""
+    kind, _, fetch = request.param.partition(" ")
+    if fetch:
+        monkeypatch.setattr(KeyedDelta, "by_key_max_share", FETCHES[fetch])
+    h = SyncHarness(project_factory, duckdb_url, {"main": [memcached.server]}, db=make_warehouse_db(request, kind))
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def kind_harness(project_factory, duckdb_url, memcached, warehouse_db):
+    """The harness on each kind of warehouse in turn; the test picks how changed rows are fetched."""
+    h = SyncHarness(project_factory, duckdb_url, {"main": [memcached.server]}, db=warehouse_db)
+    yield h
+    h.close()
+
+
+@contextmanager
+def fetching(way: str):
+    """Make SQL warehouses' deltas fetch changed rows `way` (a key of FETCHES) within the block."""
+    previous = KeyedDelta.by_key_max_share
+    KeyedDelta.by_key_max_share = FETCHES[way]
+    try:
+        yield
+    finally:
+        KeyedDelta.by_key_max_share = previous
 
 
 def sync_config(name: str = "people", *, model: str = "select * from people", **overrides) -> dict[str, Any]:

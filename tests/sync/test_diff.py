@@ -1,4 +1,8 @@
-"""Diffing against the snapshot: counts, full resync, and rejections (the record keeps what it had)."""
+"""Diffing against the snapshot: counts, full resync, and rejections (the record keeps what it had).
+
+Every test runs on each kind of warehouse (DuckDB, Postgres, MariaDB): the diff is pushed down to
+each, and must decide exactly alike.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ from orchestration.sync import SyncFailed
 from tests.sync.conftest import sync_config
 
 COLUMNS = "id integer, name varchar, email varchar"
+
+
+@pytest.fixture
+def harness(any_harness):
+    return any_harness
 
 
 def counts_of(report, *names):
@@ -152,3 +161,17 @@ def test_rejection_share_over_the_limit_fails_before_writing(harness):
     harness.table("people", COLUMNS, [(1, "Ann v2", "a@x"), (3, "Cid", "c@x")])
     report = harness.run("people")
     assert counts_of(report, "added", "changed", "removed") == {"added": 1, "changed": 1, "removed": 1}
+
+
+def test_a_changed_row_taking_the_index_value_of_an_unchanged_row_rejects_both(harness):
+    harness.table("people", COLUMNS, [(1, "Ann", "a@x"), (2, "Bob", "b@x"), (3, "Cid", "c@x")])
+    config = sync_config(indices=["email"], fields=[{"column": "id"}, {"column": "name"}, {"column": "email"}],
+                         rejections={"max_share": 1.0})
+    harness.configure(config)
+    harness.run("people")
+    harness.table("people", COLUMNS, [(1, "Ann", "a@x"), (2, "Bob", "a@x"), (3, "Cid", "c@x")])
+    report = harness.run("people")
+    assert counts_of(report, "rejected", "changed", "unchanged") == {"rejected": 2, "changed": 0, "unchanged": 1}
+    assert {s["pk"] for s in report.rejection_samples} == {"1", "2"}
+    assert harness.get("people", "email", "a@x") == {"id": 1, "name": "Ann", "email": "a@x"}
+    assert harness.get("people", "email", "b@x") == {"id": 2, "name": "Bob", "email": "b@x"}

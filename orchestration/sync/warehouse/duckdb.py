@@ -1,0 +1,201 @@
+"""The DuckDB warehouse, read natively (no SQLAlchemy row objects).
+
+DuckDB compares the model with the sync's snapshot itself (`iter_delta`), in one query, so only
+rows that changed reach Python.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import duckdb
+import orjson
+import sqlalchemy as sa
+
+from orchestration.sync.warehouse.base import DeltaRow, Duplicates, Snapshot, Warehouse, WarehouseError
+from orchestration.sync.warehouse.pushdown import load_snapshot
+
+# Leaf types whose JSON text (DuckDB's to_json) parses back to exactly the value DuckDB's own
+# Python conversion gives. A STRUCT or LIST made only of them is fetched as JSON and parsed by
+# orjson: a third of the cost of DuckDB building the nested Python objects itself.
+_JSON_EXACT_LEAVES = frozenset({
+    "varchar", "boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger",
+})
+
+
+class DuckDBWarehouse(Warehouse):
+    """A DuckDB file, opened read-only for each read, so syncs do not take DuckDB's writer lock
+    away from dbt. Timestamps with time zones are read in UTC, as on every warehouse."""
+
+    supports_delta = True
+
+    def __init__(self, url: str):
+        self.url = url
+        self.path = sa.engine.make_url(url).database or ":memory:"
+
+    def columns(self, sql: str) -> list[str]:
+        return list(self.column_types(sql))
+
+    def column_types(self, sql: str) -> dict[str, str]:
+        with self._connect() as conn:
+            return {row[0]: row[1] for row in _run(conn, f"describe select * from ({sql}) as larder_model").fetchall()}
+
+    def iter_chunks(self, sql: str, chunk_size: int) -> Iterator[list[dict[str, Any]]]:
+        with self._connect() as conn:
+            result = _run(conn, sql)
+            as_dict = _row_reader(result.description)
+            while part := result.fetchmany(chunk_size):
+                yield [as_dict(row) for row in part]
+
+    def rows_with_keys(self, sql: str, column: str, keys: Sequence[str], chunk_size: int) -> Iterator[list[dict[str, Any]]]:
+        marks = ", ".join("?" for _ in keys)
+        query = f"select * from ({sql}) as larder_model where nullif(cast({_quote(column)} as varchar), '') in ({marks})"
+        with self._connect() as conn:
+            result = _run(conn, query, list(keys))
+            as_dict = _row_reader(result.description)
+            while part := result.fetchmany(chunk_size):
+                yield [as_dict(row) for row in part]
+
+    def iter_delta(self, sql: str, *, index_columns: Sequence[str], source_columns: Sequence[str], snapshot: Snapshot,
+                   salt: str, rewrite_all: bool, chunk_size: int) -> "DuckDBDelta":
+        return DuckDBDelta(self, sql, index_columns, source_columns, snapshot, salt, rewrite_all, chunk_size)
+
+    def count(self, sql: str) -> int:
+        return int(self._scalar(f"select count(*) from ({sql}) as larder_model"))
+
+    def count_null_or_empty(self, sql: str, column: str) -> int:
+        quoted = _quote(column)
+        return int(self._scalar(
+            f"select count(*) from ({sql}) as larder_model where {quoted} is null or cast({quoted} as varchar) = ''"
+        ))
+
+    def duplicates(self, sql: str, column: str, samples: int) -> Duplicates:
+        quoted = _quote(column)
+        grouped = (f"select {quoted} as value, count(*) as n from ({sql}) as larder_model "
+                   f"where {quoted} is not null group by {quoted} having count(*) > 1")
+        with self._connect() as conn:
+            total = _run(conn, f"select count(*) from ({grouped}) as d").fetchall()[0][0]
+            top = _run(conn, f"{grouped} order by n desc limit {int(samples)}").fetchall()
+        return Duplicates(int(total), [(value, int(n)) for value, n in top])
+
+    def preview(self, sql: str, limit: int = 100) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            result = _run(conn, f"select * from ({sql}) as larder_model limit {int(limit)}")
+            as_dict = _row_reader(result.description)
+            return [as_dict(row) for row in result.fetchall()]
+
+    def dispose(self) -> None:
+        pass  # every read opens and closes its own connection
+
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            conn = duckdb.connect(self.path, read_only=self.path != ":memory:")
+        except duckdb.Error as error:
+            raise WarehouseError(f"cannot open the DuckDB warehouse: {error}") from None
+        try:
+            conn.execute("set enable_progress_bar = false")
+            _read_in_utc(conn)
+            yield conn
+        finally:
+            conn.close()
+
+    def _scalar(self, sql: str) -> Any:
+        with self._connect() as conn:
+            return _run(conn, sql).fetchall()[0][0]
+
+
+class DuckDBDelta:
+    """The ModelDelta of a DuckDB model: one query full-joins it with the snapshot, loaded into a
+    temporary table, and DuckDB's `hash` of the source columns is the fingerprint."""
+
+    def __init__(self, warehouse, sql, index_columns, source_columns, snapshot, salt, rewrite_all, chunk_size):
+        self._warehouse, self._sql, self._snapshot = warehouse, sql, snapshot
+        self._index_columns, self._source_columns = list(index_columns), list(source_columns)
+        self._salt, self._rewrite_all, self._chunk_size = salt, rewrite_all, chunk_size
+        self.snapshot_size = 0
+
+    def __iter__(self) -> Iterator[list[DeltaRow]]:
+        with self._warehouse._connect() as conn:
+            self.snapshot_size = load_snapshot(conn, self._snapshot)
+            result = _run(conn, self._query(_nested_as_json(conn, self._sql)), (self._salt,))
+            width = len(result.description) - 5
+            as_dict = _row_reader(result.description[:width])
+            while part := result.fetchmany(self._chunk_size):
+                yield [DeltaRow(None if row[width] else as_dict(row), *row[width + 1 :]) for row in part]
+
+    def _query(self, as_json: Sequence[str]) -> str:
+        """One pass: the model (keys computed) full-joined with the snapshot, plus the sets of key
+        values more than one row has. The model is not materialized, so memory stays flat.
+        The `as_json` columns come as JSON text (see _nested_as_json)."""
+        text = [f"nullif(cast({_quote(c)} as varchar), '')" for c in self._index_columns]
+        keys = ", ".join(f"{expr} as __larder_k{i}" for i, expr in enumerate(text))
+        fingerprint = f"(hash({', '.join(map(_quote, self._source_columns))}, $1::varchar) >> 1)::bigint"
+        shared_joins = "\n".join(
+            f"left join (select {expr} as v from model group by 1 having count(*) > 1) as d{i} on m.__larder_k{i} = d{i}.v"
+            for i, expr in enumerate(text)
+        )
+        shared = " or ".join(f"d{i}.v is not null" for i in range(len(text)))
+        replace = f"replace ({', '.join(f'to_json(m.{_quote(c)}) as {_quote(c)}' for c in as_json)})" if as_json else ""
+        wanted = "true" if self._rewrite_all else f"m.__larder_fp is null or s.pk is null or s.fp <> m.__larder_fp or {shared}"
+        return f"""
+            with model as not materialized (select * from ({self._sql}) as larder_model),
+            keyed as (select model.*, {keys}, {fingerprint} as __larder_fp from model)
+            select m.* exclude ({", ".join(f"__larder_k{i}" for i in range(len(text)))}, __larder_fp) {replace},
+                   m.__larder_fp is null as __larder_gone, coalesce(m.__larder_k0, s.pk) as __larder_pk,
+                   m.__larder_fp, s.fp as __larder_previous, coalesce({shared}, false) as __larder_shared
+            from keyed as m full outer join larder_snapshot as s on m.__larder_k0 = s.pk
+            {shared_joins}
+            where {wanted}
+        """
+
+
+def _read_in_utc(conn: duckdb.DuckDBPyConnection) -> None:
+    """Timestamps with time zones in UTC, whatever the machine's zone. The setting comes with
+    DuckDB's ICU extension; without it DuckDB gives them in UTC already."""
+    try:
+        conn.execute("set TimeZone = 'UTC'")
+    except duckdb.Error:
+        pass
+
+
+def _nested_as_json(conn: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    """The model's STRUCT and LIST columns whose every leaf is in _JSON_EXACT_LEAVES."""
+    model = conn.sql(f"select * from ({sql}) as larder_model")
+    return [name for name, kind in zip(model.columns, model.types) if kind.id in ("struct", "list") and _json_exact(kind)]
+
+
+def _json_exact(kind) -> bool:
+    if kind.id in ("struct", "list"):
+        return all(_json_exact(child) for _, child in kind.children)
+    return kind.id in _JSON_EXACT_LEAVES
+
+
+def _row_reader(description) -> Callable[[tuple], dict[str, Any]]:
+    """tuple → dict of the described columns (extra trailing values ignored). JSON columns are
+    parsed, as SQLAlchemy's JSON type did: DuckDB hands them over as text."""
+    names = [d[0] for d in description]
+    json_columns = [d[0] for d in description if str(d[1]) == "JSON"]
+    if not json_columns:
+        return lambda row: dict(zip(names, row))
+
+    def as_dict(row: tuple) -> dict[str, Any]:
+        values = dict(zip(names, row))
+        for name in json_columns:
+            if values[name] is not None:
+                values[name] = orjson.loads(values[name])
+        return values
+
+    return as_dict
+
+
+def _run(conn: duckdb.DuckDBPyConnection, sql: str, parameters: Sequence[Any] | None = None):
+    try:
+        return conn.execute(sql, parameters) if parameters else conn.execute(sql)
+    except duckdb.Error as error:
+        raise WarehouseError(f"model query failed: {error}") from None
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
