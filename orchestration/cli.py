@@ -312,19 +312,20 @@ def _keys_revoke(args) -> int:
 
 
 def _serve(args) -> int:
-    from orchestration.cache_watch import CacheLossWatcher
-    from serving.launcher import serve
-
     project = _project(args)
     if args.region not in project.regions:
         print(f"larder: unknown region {args.region!r} (configured: {', '.join(project.regions)})", file=sys.stderr)
         return 2
-    region = project.regions[args.region]
-    env = {"LARDER_REGION": args.region, "LARDER_CONFIG": str(project.path.resolve())}
-    os.environ.update(env)
-    watcher = CacheLossWatcher(project.path.resolve(), args.region, region.servers)
-    return serve("serving.app:get_app()", bind=args.bind or f"{region.host}:{region.port}", name=args.region,
-                 workers=args.workers, pid_file=args.pid, env=env, companions=[watcher])
+    # The server package runs in this same process (its pid is the one `--pid` names), not imported here.
+    command = [sys.executable, "-m", "serving.region", "--config", str(project.path.resolve()),
+               "--region", args.region]
+    for option, value in (("--bind", args.bind), ("--workers", args.workers), ("--pid", args.pid)):
+        if value:
+            command += [option, str(value)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 0  # not reached
 
 
 def _devstack():

@@ -108,18 +108,18 @@ class KeyRing:
     def known(self, secret: str) -> KeyInfo | None:
         """The key of a secret that already matched in this worker, else None (no hashing)."""
         loaded = self._loaded
-        if loaded is None:
-            loaded = self._wait_for_first_load()
-        return loaded[1].get(secret)
+        return loaded[1].get(secret) if loaded is not None else None
 
     def check(self, secret: str) -> KeyInfo | None:
         """The key a presented secret belongs to, or None: hashed and compared in constant time."""
+        prefix = split_secret(secret)
+        if prefix is None:  # malformed: no key could match, whatever the state holds
+            return None
         loaded = self._loaded
         if loaded is None:
             loaded = self._wait_for_first_load()
         keys, verified = loaded
-        prefix = split_secret(secret)
-        key = keys.get(prefix) if prefix else None
+        key = keys.get(prefix)
         if key is None or not secret_matches(secret, key.secret_hash):
             return None
         verified[secret] = key

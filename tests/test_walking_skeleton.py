@@ -52,7 +52,8 @@ def demo_stack(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def api_server(demo_stack):
+def api_server(demo_stack, api_secret):
+    """Started once the state holds a key: a worker loads the keys as it starts."""
     project, env = demo_stack
     port = free_port()
     process = subprocess.Popen(
@@ -116,7 +117,7 @@ def test_bad_requests_get_json_errors_with_stable_codes(api_server, api_secret):
     ]
     for path, headers, status, code in cases:
         response = requests.get(api_server + path, headers=headers)
-        assert response.status_code == status, path
+        assert response.status_code == status, (path, response.text)
         assert response.json()["error"]["code"] == code, path
         assert response.json()["error"]["message"]
 

@@ -97,17 +97,8 @@ def _model_asset(
 
 
 def warehouse_column_types(warehouse: Warehouse, sql: str) -> dict[str, str]:
-    """The model's columns → their type as the warehouse names it (`DECIMAL(18,2)`, `numeric(10,2)`)."""
-    if warehouse.is_duckdb:
-        return warehouse.column_types(sql)
-    with warehouse.engine.connect() as conn:
-        result = conn.exec_driver_sql(f"select * from ({sql}) as larder_model where 1 = 0")
-        return {column.name: _driver_type_name(column) for column in result.cursor.description}
-
-
-def _driver_type_name(column: Any) -> str:
-    # psycopg names the type as Postgres prints it; other drivers give at least a type code.
-    return getattr(column, "type_display", None) or str(column.type_code)
+    """The model's columns → their type as the warehouse names it (`DECIMAL(18,2)`, `NUMERIC(10,2)`)."""
+    return warehouse.column_types(sql)
 
 
 def _schema(types: dict[str, str], descriptions: dict[str, str]) -> dg.TableSchema:

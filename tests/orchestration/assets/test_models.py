@@ -62,7 +62,7 @@ def test_postgres_models_show_the_types_postgres_names(postgres_url):
         types = warehouse_column_types(warehouse, "select * from people")
     finally:
         warehouse.dispose()
-    assert types == {"id": "int4", "spent": "numeric(10,2)", "seen": "timestamptz", "tags": "text[]", "extra": "jsonb"}
+    assert types == {"id": "INT4", "spent": "NUMERIC(10,2)", "seen": "TIMESTAMPTZ", "tags": "TEXT[]", "extra": "JSONB"}
 
 
 def test_an_inline_sql_model_is_an_asset_named_after_its_sync_without_dbt_parents(project_factory, duckdb_url):

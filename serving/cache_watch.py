@@ -1,6 +1,6 @@
 """Beside a region's API: rebuild its Memcached from the state as soon as a server lost its data.
 
-`larder serve` runs one `CacheLossWatcher` per region it serves (one per host, however many
+`larder serve` (serving/region.py) runs one `CacheLossWatcher` per region it serves (one per host, however many
 workers). Every second it reads the sentinel that `rehydrate_region` leaves on each server; a
 server that answers without it was restarted, flushed, replaced or evicted it, so the region is
 rehydrated at once by a `larder rehydrate --region R` subprocess, off the request path and without
