@@ -1,4 +1,4 @@
-"""The benchmark's outputs: the printed tables, the targets of issue 6, the JSON and the PNG plot."""
+"""The benchmark's outputs: the printed tables, the performance targets, the JSON and the PNG plot."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def machine() -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 6 beside its measured figure (never asserted: reported)."""
+    """Each performance target beside its measured figure (never asserted: reported)."""
     rows: list[dict[str, Any]] = []
     serving = results.get("serving")
     if serving:
@@ -130,7 +130,7 @@ def print_tables(results: dict[str, Any], out=print) -> None:
     if "freshness" in results:
         out(f"\nFreshness: {json.dumps(results['freshness'])}")
     if results.get("targets"):
-        out("\nTargets (issue 6)")
+        out("\nTargets")
         out(_table(["target", "goal", "measured", "met"],
                    [[t["target"], t["goal"], t["measured"], "yes" if t["met"] else "NO"] for t in results["targets"]]))
 
