@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestration.store.state import StateStore
+from orchestration.store.state.records import IndexEntry, Records
 
 # record_indices as the first versions created it: a rowid table with an index on sync_name.
 EARLIER_RECORD_INDICES = [
@@ -32,8 +33,8 @@ def test_create_all_on_an_earlier_database_drops_the_retired_index_and_keeps_the
     state.create_all()  # idempotent
     assert "ix_record_indices_sync" not in {index["name"] for index in sa.inspect(engine).get_indexes("record_indices")}
     assert state.resolve("L1:people:id:=1") == ("people", "1")
-    with state.begin() as conn:
-        state.upsert_index_keys(conn, [{"cache_key": "L1:people:id:=1", "collection": "people", "pk": "2", "sync_name": ""}])
+    with state.engine.begin() as conn:
+        Records(state.engine).upsert_index_keys(conn, [IndexEntry("L1:people:id:=1", "people", "2", "")])
     assert state.resolve("L1:people:id:=1") == ("people", "2")
     state.dispose()
     engine.dispose()
@@ -48,19 +49,17 @@ def test_create_all_adds_the_owed_keys_and_tombstones_tables_to_an_earlier_datab
     state.create_all()
     state.create_all()  # idempotent
     assert {"region_pending_keys", "record_tombstones"} <= set(sa.inspect(engine).get_table_names())
-    with state.begin() as conn:
-        state.owe(conn, ["eu"], "people", ["L1:people:id:=1", "L1:people:id:=2"])
-        state.owe(conn, ["eu"], "people", ["L1:people:id:=1"])  # owed twice: kept once
-        state.add_tombstones(conn, "people", "profiles", ["1"])
-        state.add_tombstones(conn, "people", "profiles", ["1"])
+    state.owe(["eu"], "people", ["L1:people:id:=1", "L1:people:id:=2"])
+    state.owe(["eu"], "people", ["L1:people:id:=1"])  # owed twice: kept once
+    state.add_tombstones("people", "profiles", ["1"])
+    state.add_tombstones("people", "profiles", ["1"])
     assert list(state.iter_owed_keys("eu", "people")) == [["L1:people:id:=1", "L1:people:id:=2"]]
     assert state.owed_collections("eu") == {"people"} and state.owed_collections("us") == set()
     state.settle("eu", "people", ["L1:people:id:=1", "L1:people:id:=2"])
     assert state.owed_collections("eu") == set()
-    with state.begin() as conn:
-        assert state.tombstoned(conn, "people", ["1", "2"], by=["profiles", "scores"]) == {"1"}
-        assert state.tombstoned(conn, "people", ["1", "2"], by=["scores"]) == set()  # profiles no longer configured
-        state.lift_tombstones(conn, "people", "profiles", ["1"])
-        assert state.tombstoned(conn, "people", ["1"], by=["profiles"]) == set()
+    assert state.tombstoned("people", ["1", "2"], by=["profiles", "scores"]) == {"1"}
+    assert state.tombstoned("people", ["1", "2"], by=["scores"]) == set()  # profiles no longer configured
+    state.lift_tombstones("people", "profiles", ["1"])
+    assert state.tombstoned("people", ["1"], by=["profiles"]) == set()
     state.dispose()
     engine.dispose()

@@ -59,7 +59,7 @@ def _wait_for_written(state: StateStore, at_least: int, process: subprocess.Pope
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = state.last_run("people")
-        if run and run["status"] == "running" and (run["counts"] or {}).get("written", 0) >= at_least:
+        if run and run.status == "running" and (run.counts or {}).get("written", 0) >= at_least:
             return
         assert process.poll() is None, "the sync finished before it could be killed"
         time.sleep(0.01)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from orchestration.store.state import Lease, StateStore
+from orchestration.store.state import ChunkTarget, Lease, RecordWrite, StateStore
 from orchestration.sync import Services, SyncFailed, rehydrate_region
 from orchestration.sync.lease import CollectionLease, LeaseLost
 from tests.sync.conftest import sync_config
@@ -79,7 +79,7 @@ def _wait_for_lease(state: StateStore, sync_name: str, process: subprocess.Popen
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         lease, run = state.lease_of("customers"), state.last_run(sync_name)
-        if lease and run and lease.run_id == run["id"] and (run["counts"] or {}).get("written", 0) >= written:
+        if lease and run and lease.run_id == run.id and (run.counts or {}).get("written", 0) >= written:
             return lease
         assert process.poll() is None, process.stderr.read().decode()
         time.sleep(0.01)
@@ -102,9 +102,9 @@ def test_two_processes_syncing_one_collection_at_once_serve_exactly_the_merged_m
         _finished(process)
     _served_is_exactly(harness, 2)
     runs = [state.last_run(name) for name in ("profiles", "engagement")]
-    assert [run["status"] for run in runs] == ["succeeded", "succeeded"]
-    first, second = sorted(runs, key=lambda run: run["finished_at"])
-    assert second["counts"]["written"] == N and first["counts"]["written"] == N
+    assert [run.status for run in runs] == ["succeeded", "succeeded"]
+    first, second = sorted(runs, key=lambda run: run.finished_at)
+    assert second.counts["written"] == N and first.counts["written"] == N
     assert state.lease_of("customers") is None
     state.dispose()
 
@@ -120,8 +120,8 @@ def test_a_second_run_of_the_collection_waits_for_the_first_to_finish(harness, s
     assert phases[0][0] == "wait"
     first_scan = next(at for phase, at in phases if phase == "scan")
     profiles_run = state.last_run("profiles")
-    assert profiles_run["id"] == holder.run_id
-    assert profiles_run["finished_at"] <= first_scan  # it began reading only once the first had finished
+    assert profiles_run.id == holder.run_id
+    assert profiles_run.finished_at <= first_scan  # it began reading only once the first had finished
     _served_is_exactly(harness, 2)
     state.dispose()
 
@@ -133,7 +133,7 @@ def test_a_run_that_cannot_get_the_lease_fails_naming_the_run_holding_it(harness
     with pytest.raises(SyncFailed, match=r"run 41 of sync 'profiles' \(host another-host, pid 1") as failure:
         harness.run("engagement")
     assert failure.value.report.status == "failed"
-    assert state.last_run("engagement")["status"] == "failed"
+    assert state.last_run("engagement").status == "failed"
     assert harness.get("customers", "user_id", 1)["engagement"] == {"listens": 11}  # nothing written
     assert state.lease_of("customers") == held
     state.dispose()
@@ -161,10 +161,10 @@ def test_the_lease_of_a_sigkilled_run_is_taken_over_and_the_next_run_converges(h
     taker = harness.run("engagement")
     assert taker.status == "succeeded"
     killed = state.recent_runs("profiles", limit=1)[0]
-    assert killed["id"] == holder.run_id and killed["status"] == "failed"
-    assert killed["finished_at"] is not None
-    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in killed["error"]
-    assert "no longer exists" in killed["error"]
+    assert killed.id == holder.run_id and killed.status == "failed"
+    assert killed.finished_at is not None
+    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in killed.error
+    assert "no longer exists" in killed.error
     assert harness.run("profiles").status == "succeeded"
     _served_is_exactly(harness, 2)
     state.dispose()
@@ -177,9 +177,9 @@ def test_a_run_whose_expired_lease_is_taken_over_is_marked_failed(harness, state
                                      "another-host", 1, time.time() + 0.5))
     taker = harness.run("engagement")
     run = state.recent_runs("profiles", limit=1)[0]
-    assert run["id"] == stalled and run["status"] == "failed"
-    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in run["error"]
-    assert "expired" in run["error"]
+    assert run.id == stalled and run.status == "failed"
+    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in run.error
+    assert "expired" in run.error
     state.dispose()
 
 
@@ -193,7 +193,7 @@ def test_rehydrate_waits_for_a_sync_writing_the_collection(harness, sqlite_url, 
         totals = rehydrate_region(services, "main")
     finally:
         services.close()
-    assert state.last_run("profiles")["status"] == "succeeded"  # it had finished before the rewrite began
+    assert state.last_run("profiles").status == "succeeded"  # it had finished before the rewrite began
     _finished(process)
     assert totals["records"] == N
     _served_is_exactly(harness, profiles=2, engagement=1)
@@ -223,11 +223,9 @@ def test_a_holder_whose_lease_expired_and_was_taken_cannot_renew_or_commit(state
     assert taker.try_acquire()
     with pytest.raises(LeaseLost, match="stalled lost its lease on collection 'customers'"):
         stalled.renew()
-    with pytest.raises(LeaseLost):
-        with state.begin() as conn:  # the shape of a chunk's transaction: the renewal fences the writes
-            state.upsert_fields(conn, [{"sync_name": "profiles", "pk": "1", "collection": "customers",
-                                        "fields": b"{}", "row_hash": 0, "updated_at": 0}])
-            stalled.renew(conn)
+    with pytest.raises(LeaseLost):  # the renewal fences the chunk's writes
+        state.write_chunk(ChunkTarget(1, "profiles", "customers", ("profiles",)),
+                          [RecordWrite("1", b"{}", 0, [], is_new=True)], fence=stalled.renew)
     assert state.snapshot("profiles") == {}
     taker.renew()
     state.dispose()
