@@ -17,8 +17,6 @@ returns (`CacheWork`) is what every region's cache must then do.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-import os
-import time
 from dataclasses import dataclass
 
 from orchestration.config.specs import DeleteBehaviour, SyncSpec
@@ -33,10 +31,6 @@ from orchestration.store.state import (
 )
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
-
-# Test-only hook: seconds to sleep after a chunk's state commit, before its cache writes, so the
-# crash test can SIGKILL a real sync process where it matters (tests/sync/test_engine_crash.py).
-PAUSE_AFTER_COMMIT = float(os.environ.get("LARDER_TEST_PAUSE_AFTER_COMMIT") or 0)
 
 PRIMARY_OWNER = ""  # the owner of primary index keys: shared by every sync of the collection
 
@@ -78,8 +72,6 @@ def apply_changes(
     """Write added and changed records of one chunk to state, then to every region (holding `lease`)."""
     writes = [RecordWrite(r.pk, r.body, r.row_hash, layout.keys_of(r), r.is_new) for r in records]
     work = state.write_chunk(layout.target(run_id), writes, fence=lease.renew)
-    if PAUSE_AFTER_COMMIT:
-        time.sleep(PAUSE_AFTER_COMMIT)
     _do(caches, work)
     state.cache_written(work)
 

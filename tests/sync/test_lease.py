@@ -1,14 +1,13 @@
 """One writer per collection: runs of one collection wait for each other, dead holders are overtaken.
 
 Real processes (`larder sync` subprocesses) race on a real memcached, against SQLite and Postgres
-state. The test-only LARDER_TEST_PAUSE_AFTER_COMMIT hook stretches each chunk's window between
-its state commit and its cache write, where two unserialized runs would overwrite each other's
-composition of a merged record.
+state. A slow run is a sync run through `tests/sync/faulty_sync.py`, which stretches each chunk's
+window between its state commit and its cache write, where two unserialized runs would overwrite
+each other's composition of a merged record.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -67,10 +66,10 @@ def _setup(harness, state_url: str, **defaults) -> StateStore:
 
 
 def _start_sync(harness, name: str, pause: float) -> subprocess.Popen:
-    env = {**os.environ, "LARDER_TEST_PAUSE_AFTER_COMMIT": str(pause)}
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "--config", str(harness.project.path), "sync", name],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "tests.sync.faulty_sync", "--pause-after-commit", str(pause),
+         "--", "--config", str(harness.project.path), "sync", name],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
 
