@@ -50,7 +50,8 @@ class LineageResource:
         now = time.time()
         names = [sync["name"] for sync in static["syncs"]]
         runs = _read_state(self._reads, lambda: [
-            (self._state.last_run(name), self._state.last_run_with_status(name, RunStatus.succeeded)) for name in names
+            (self._state.last_run(name), self._state.last_run_with_status(name, RunStatus.succeeded))
+            for name in names
         ])  # one bounded read for every sync
         syncs = []
         for sync, (last, last_success) in zip(static["syncs"], runs):
