@@ -49,6 +49,7 @@ from orchestration.store.state.records import (
     FieldsRow,
     RecordCounts,
     Records,
+    StoredRecord,
     merge_fields,
 )
 from orchestration.store.state.runs import Runs, RunStatus, SyncRun
@@ -70,6 +71,7 @@ __all__ = [
     "RecordWrite",
     "RunStatus",
     "StateStore",
+    "StoredRecord",
     "SyncRun",
     "UnknownApiKey",
     "hash_secret",
@@ -235,8 +237,8 @@ class StateStore:
         """(collection, pk) of the record a cache key belongs to."""
         return self._records.resolve(cache_key)
 
-    def records_by_keys(self, cache_keys: Sequence[str], order: Sequence[str]) -> dict[str, tuple[bytes, list[str]]]:
-        """cache key → (packed record, every key of that record), for the given keys that exist."""
+    def records_by_keys(self, cache_keys: Sequence[str], order: Sequence[str]) -> dict[str, StoredRecord]:
+        """cache key → the record it answers with (packed, and all its keys), for the given keys that exist."""
         return self._records.records_by_keys(cache_keys, order)
 
     def composed_records(self, collection: str, pks: Sequence[str], order: Sequence[str], *,

@@ -47,6 +47,13 @@ assert StoredFields._fields == tuple(FIELDS.columns.keys())
 assert IndexEntry._fields[:3] == tuple(INDICES.columns.keys())[:3] and len(IndexEntry._fields) == len(INDICES.columns)
 
 
+class StoredRecord(NamedTuple):
+    """A record as the collection serves it (a packed cache envelope), and every cache key it answers to."""
+
+    packed: bytes
+    keys: list[str]
+
+
 @dataclass(frozen=True)
 class FieldsRow:
     """One sync's fields of a record, as composition reads them."""
@@ -265,8 +272,8 @@ class Records:
             row = conn.execute(query).first()
         return (row.collection, row.pk) if row else None
 
-    def records_by_keys(self, cache_keys: Sequence[str], order: Sequence[str]) -> dict[str, tuple[bytes, list[str]]]:
-        """cache key → (packed record, every key of that record), for the given keys that exist."""
+    def records_by_keys(self, cache_keys: Sequence[str], order: Sequence[str]) -> dict[str, StoredRecord]:
+        """cache key → the record it answers with, for the given keys that exist."""
         targets: dict[str, tuple[str, str]] = {}
         composed: dict[tuple[str, str], bytes] = {}
         all_keys: dict[tuple[str, str], list[str]] = {}
@@ -284,7 +291,7 @@ class Records:
                     composed[collection, pk] = packed
                 for pk, keys in self.index_keys_of(conn, collection, sorted(pks)).items():
                     all_keys[collection, pk] = keys
-        return {key: (composed[t], all_keys.get(t, [])) for key, t in targets.items() if t in composed}
+        return {key: StoredRecord(composed[t], all_keys.get(t, [])) for key, t in targets.items() if t in composed}
 
     def iter_collection_pks(self, collection: str, batch: int = 5_000) -> Iterator[list[str]]:
         query = (
