@@ -13,7 +13,7 @@ import falcon
 
 from orchestration.config.load import Project
 from orchestration.config.specs import SyncSpec
-from orchestration.store.state import StateStore
+from orchestration.store.state import RunStatus, StateStore, SyncRun
 from serving import errors
 from serving.auth import may_read, require_collection_scope
 from serving.records import reject_unknown_parameters
@@ -50,7 +50,8 @@ class LineageResource:
         now = time.time()
         names = [sync["name"] for sync in static["syncs"]]
         runs = _read_state(self._reads, lambda: [
-            (self._state.last_run(name), self._state.last_run_with_status(name, "succeeded")) for name in names
+            (self._state.last_run(name), self._state.last_run_with_status(name, RunStatus.succeeded))
+            for name in names
         ])  # one bounded read for every sync
         syncs = []
         for sync, (last, last_success) in zip(static["syncs"], runs):
@@ -58,7 +59,7 @@ class LineageResource:
                 **sync,
                 "last_run": _run(last, samples=False),
                 "last_successful_run": _run(last_success, samples=False),
-                "data_age_seconds": round(now - last_success["started_at"], 3) if last_success else None,
+                "data_age_seconds": round(now - last_success.started_at, 3) if last_success else None,
             })
         resp.media = {**static, "syncs": syncs}
 
@@ -157,22 +158,22 @@ def _field(spec: SyncSpec, field) -> dict[str, Any]:
     return {"field": field.target, "sync": spec.name, "source": source, "type": field.type.value}
 
 
-def _run(run: dict[str, Any] | None, *, samples: bool) -> dict[str, Any] | None:
+def _run(run: SyncRun | None, *, samples: bool) -> dict[str, Any] | None:
     if run is None:
         return None
-    finished = run["finished_at"]
+    duration = run.duration
     described = {
-        "id": run["id"],
-        "status": run["status"],
-        "full_resync": run["full_resync"],
-        "started_at": run["started_at"],
-        "finished_at": finished,
-        "duration_seconds": round(finished - run["started_at"], 3) if finished is not None else None,
-        "regions": run["regions"],
-        "counts": run["counts"],
-        "error": run["error"],
-        "origin": run["origin"],
+        "id": run.id,
+        "status": run.status.value,
+        "full_resync": run.full_resync,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_seconds": round(duration, 3) if duration is not None else None,
+        "regions": run.regions,
+        "counts": run.counts,
+        "error": run.error,
+        "origin": run.origin,
     }
     if samples:
-        described["rejection_samples"] = run["rejection_samples"]
+        described["rejection_samples"] = run.rejection_samples
     return described

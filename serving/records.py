@@ -131,7 +131,7 @@ class RecordSource:
             THROTTLED.warning("recheck", "could not read back records put in the cache: %s", describe_error(error))
             stale = list(added)
         else:
-            stale = [key for key, packed in added.items() if key not in now or now[key][0] != packed]
+            stale = [key for key, packed in added.items() if key not in now or now[key].packed != packed]
         if stale:
             with self._recheck_lock:
                 self._delete_put_back(self._recheck_cache, stale)

@@ -19,7 +19,7 @@ from typing import Callable, TypeVar
 
 import sqlalchemy.exc
 
-from orchestration.store.state import StateStore, make_engine
+from orchestration.store.state import API_BOUNDS, StateStore
 from serving.errors import ThrottledLog, describe_error
 
 log = logging.getLogger("larder.api")
@@ -27,14 +27,12 @@ THROTTLED = ThrottledLog(log)
 
 T = TypeVar("T")
 
-# Bounds on the API's use of the state store (a sync's are longer: orchestration/store/state.py).
-# A request waits at most STATE_DEADLINE_SECONDS for a state read, then answers 503
-# state_unavailable with Retry-After: STATE_RETRY_AFTER_SECONDS.
+# Bounds on the API's use of the state store (its connections' own are API_BOUNDS, beside a sync's
+# longer ones in orchestration/store/state/engine.py). A request waits at most
+# STATE_DEADLINE_SECONDS for a state read, then answers 503 state_unavailable with
+# Retry-After: STATE_RETRY_AFTER_SECONDS.
 STATE_DEADLINE_SECONDS = 1.0
 STATE_RETRY_AFTER_SECONDS = 1
-STATE_STATEMENT_TIMEOUT_SECONDS = 1.0  # on the server (Postgres statement_timeout; SQLite busy timeout)
-STATE_CONNECT_TIMEOUT_SECONDS = 2.0  # libpq's least
-STATE_IO_TIMEOUT_SECONDS = 2.0  # the client gives up on a connection whose server stopped answering
 
 # What a failing store raises: the driver's errors (wrapped by SQLAlchemy), the pool's timeout, sockets.
 STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, OSError)
@@ -130,9 +128,7 @@ class StateReads:
 
 def api_state_store(url: str) -> StateStore:
     """The state store as the API reads it: every connection and statement bounded."""
-    engine = make_engine(url, connect_timeout=STATE_CONNECT_TIMEOUT_SECONDS,
-                         statement_timeout=STATE_STATEMENT_TIMEOUT_SECONDS, io_timeout=STATE_IO_TIMEOUT_SECONDS)
-    return StateStore(url, engine=engine)
+    return StateStore(url, bounds=API_BOUNDS)
 
 
 def api_state_reads(state: StateStore) -> StateReads:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestration.cli import main
-from orchestration.store.state import StateStore
+from orchestration.store.keys import record_key
+from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore
 from tests.sync.conftest import SyncHarness, dump_keys, sync_config
 
 COLUMNS = "id integer, name varchar, email varchar"
@@ -128,11 +129,12 @@ def test_rehydrate_after_a_flush_also_replays_pending_journal_work(cli, memcache
     cli.configure(SYNC)
     run_id = cli.run("people").run_id
     state = StateStore(cli.project.spec.state.url)
-    with state.begin() as conn:  # a crash after this commit, before the cache heard of it
-        state.upsert_fields(conn, [{"sync_name": "people", "pk": "1", "collection": "people",
-                                    "fields": b'{"id":1,"name":"Ann v2","email":"a@x"}', "row_hash": 0,
-                                    "updated_at": 0}])
-        state.journal(conn, run_id, "people", "people", [], ["1"])
+    # a crash after this commit, before the cache heard of it (no cache_written)
+    state.write_chunk(ChunkTarget(run_id, "people", "people", ("people",)), [
+        RecordWrite("1", b'{"id":1,"name":"Ann v2","email":"a@x"}', 0,
+                    [IndexKey(record_key("people", "id", "1"), ""),
+                     IndexKey(record_key("people", "email", "a@x"), "people")], is_new=False),
+    ])
     memcached.flush()
     assert main(["--config", str(cli.project.path), "rehydrate", "--region", "main"]) == 0
     assert cli.get("people", "email", "a@x")["name"] == "Ann v2"

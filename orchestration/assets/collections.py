@@ -8,13 +8,11 @@ state holds and how many each sync contributes.
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
 import dagster as dg
-import sqlalchemy as sa
 
 from orchestration.assets.keys import collection_key, sync_key
 from orchestration.assets.syncs import collection_syncs
 from orchestration.config.load import Project
 from orchestration.resources import LarderResource
-from orchestration.store.state import FIELDS, StateStore
 
 
 def build_collection_assets(
@@ -49,28 +47,16 @@ def _collection_asset(project: Project, collection: str, condition: dg.Automatio
     )
     def collection_asset(context: dg.AssetExecutionContext, larder: LarderResource) -> dg.MaterializeResult:
         with larder.services() as services:
-            records, by_sync = records_held(services.state, collection)
-        context.log.info(f"collection {collection}: {records} records")
+            counts = services.state.record_counts(collection)
+        context.log.info(f"collection {collection}: {counts.records} records")
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": records,
-                "records_by_sync": dg.MetadataValue.json(by_sync),
+                "dagster/row_count": counts.records,
+                "records_by_sync": dg.MetadataValue.json(counts.by_sync),
             }
         )
 
     return collection_asset
-
-
-def records_held(state: StateStore, collection: str) -> tuple[int, dict[str, int]]:
-    """Records of the collection in the durable state, and how many of them each sync wrote to."""
-    with state.engine.connect() as conn:
-        records = conn.execute(
-            sa.select(sa.func.count(sa.distinct(FIELDS.c.pk))).where(FIELDS.c.collection == collection)
-        ).scalar_one()
-        by_sync = conn.execute(
-            sa.select(FIELDS.c.sync_name, sa.func.count()).where(FIELDS.c.collection == collection).group_by(FIELDS.c.sync_name)
-        ).all()
-    return int(records), {name: int(count) for name, count in sorted(by_sync)}
 
 
 def _description(project: Project, collection: str) -> str:

@@ -3,5 +3,5 @@
 - `keys`: the Memcached key layout, and how index values become text.
 - `envelope`: how a record is encoded as a Memcached value.
 - `cache`: `RecordCache`, one region's Memcached pool.
-- `state`: the durable state schema (SQLAlchemy) and `StateStore`.
+- `state`: the durable state (SQLAlchemy), one module per table family behind the `StateStore` facade.
 """

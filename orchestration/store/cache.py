@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from pymemcache.client.base import Client
 from pymemcache.client.rendezvous import RendezvousHash
@@ -170,18 +170,19 @@ class RecordCache:
                                                    clock=clock))
             for server in self.servers
         }
-        self._ring = RendezvousHash(list(self.servers)) if len(self.servers) > 1 else None
+        ring = RendezvousHash(list(self.servers)) if len(self.servers) > 1 else None
+        self._node_of: Callable[[str], str] = ring.get_node if ring is not None else lambda _key: self.servers[0]
         self._only = self._servers[self.servers[0]] if len(self.servers) == 1 else None
 
     def _server_for(self, key: str) -> _Server:
-        return self._only or self._servers[self._ring.get_node(key)]
+        return self._only or self._servers[self._node_of(key)]
 
     def _by_server(self, keys: Iterable[str]) -> dict[_Server, list[str]]:
         if self._only is not None:
             return {self._only: list(keys)}
         groups: dict[_Server, list[str]] = defaultdict(list)
         for key in keys:
-            groups[self._servers[self._ring.get_node(key)]].append(key)
+            groups[self._servers[self._node_of(key)]].append(key)
         return groups
 
     def breaker(self, server: str) -> CircuitBreaker:
@@ -210,7 +211,7 @@ class RecordCache:
         """The values of those keys that are stored (one multi-get per server)."""
         found: dict[str, bytes] = {}
         for server, group in self._by_server(keys).items():
-            found.update(server.call(lambda: _reconnecting(server.reader.get_many, group), "get_many"))
+            found.update(server.call(lambda server=server, group=group: _reconnecting(server.reader.get_many, group), "get_many"))
         return found
 
     def set_many(self, values: Mapping[str, bytes], *, expire: int = 0) -> None:
@@ -219,7 +220,8 @@ class RecordCache:
         for server, group in self._by_server(values).items():
             for start in range(0, len(group), WRITE_BATCH):
                 batch = group[start : start + WRITE_BATCH]
-                refused += server.call(lambda: server.writer.set_many(batch, values, expire), "set_many")
+                refused += server.call(lambda server=server, batch=batch: server.writer.set_many(batch, values, expire),
+                                       "set_many")
         if refused:
             key, reply = refused[0]
             raise CacheUnavailable(f"memcached refused {len(refused)} item(s), e.g. {key!r}: {reply}")
@@ -250,24 +252,24 @@ class RecordCache:
         for server, group in self._by_server(keys).items():
             for start in range(0, len(group), WRITE_BATCH):
                 batch = group[start : start + WRITE_BATCH]
-                server.call(lambda: server.client.delete_many(batch, noreply=False), "delete")
+                server.call(lambda server=server, batch=batch: server.client.delete_many(batch, noreply=False), "delete")
 
     def write_sentinel(self, token: str) -> None:
         """Mark every server as populated; a server that loses the mark has lost its data."""
         for server in self._servers.values():
-            server.call(lambda: server.client.set(SENTINEL_KEY, token.encode(), noreply=False), "set")
+            server.call(lambda server=server: server.client.set(SENTINEL_KEY, token.encode(), noreply=False), "set")
 
     def servers_missing_sentinel(self) -> list[str]:
         """Servers whose sentinel is gone (restarted, flushed or evicted). Raises if unreachable."""
         return [
             server.name for server in self._servers.values()
-            if server.call(lambda: _reconnecting(server.reader.get, SENTINEL_KEY), "get") is None
+            if server.call(lambda server=server: _reconnecting(server.reader.get, SENTINEL_KEY), "get") is None
         ]
 
     def ping(self) -> None:
         """Raise CacheUnavailable unless every server answers."""
         for server in self._servers.values():
-            server.call(lambda: _reconnecting(server.reader.version), "version")
+            server.call(lambda server=server: _reconnecting(server.reader.version), "version")
 
     def close(self) -> None:
         for server in self._servers.values():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -43,7 +44,7 @@ def index_text(value: object) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             return None
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, Decimal):

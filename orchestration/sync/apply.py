@@ -7,30 +7,32 @@ next run) finishes the cache work from state. A cached record is therefore alway
 new version, and the next run converges.
 
 Regions a run does not write (left out by `--region`, disabled, or written only by another sync
-of the collection) are owed the keys it changed: the same transaction records them in
-`region_pending_keys`, and the next run or rehydrate that covers the region writes them from state.
+of the collection) are owed the keys it changed: the same transaction records them as owed, and
+the next run or rehydrate that covers the region writes them from state.
+
+Each chunk is one operation of the state store (`StateStore.write_chunk` and the like); what it
+returns (`CacheWork`) is what every region's cache must then do.
 """
 
 from __future__ import annotations
 
-import os
-import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from orchestration.config.specs import DeleteBehaviour, SyncSpec
-from orchestration.store import envelope
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
-from orchestration.store.state import StateStore
+from orchestration.store.state import (
+    CacheWork,
+    ChunkTarget,
+    IndexKey,
+    RecordWrite,
+    StateStore,
+)
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
 
-# Test-only hook: seconds to sleep after a chunk's state commit, before its cache writes, so the
-# crash test can SIGKILL a real sync process where it matters (tests/sync/test_engine_crash.py).
-PAUSE_AFTER_COMMIT = float(os.environ.get("LARDER_TEST_PAUSE_AFTER_COMMIT") or 0)
-
-PRIMARY_OWNER = ""  # record_indices.sync_name of primary index keys: shared by every sync of the collection
+PRIMARY_OWNER = ""  # the owner of primary index keys: shared by every sync of the collection
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,17 @@ class CollectionLayout:
     def merged(self) -> bool:
         return len(self.sync_order) > 1
 
-    def keys_of(self, record: MappedRecord) -> list[tuple[str, str]]:
-        """(cache key, owner) for each index value of the record."""
+    def keys_of(self, record: MappedRecord) -> list[IndexKey]:
+        """The cache key and its owner for each index value of the record."""
         collection, primary = self.spec.collection, self.spec.primary_index
         return [
-            (record_key(collection, name, value), PRIMARY_OWNER if name == primary else self.spec.name)
+            IndexKey(record_key(collection, name, value), PRIMARY_OWNER if name == primary else self.spec.name)
             for name, value in record.index_values
         ]
+
+    def target(self, run_id: int) -> ChunkTarget:
+        return ChunkTarget(run_id, self.spec.name, self.spec.collection, self.sync_order,
+                           owed_regions=self.owed_regions, has_tombstones=self.has_tombstones)
 
 
 def apply_changes(
@@ -64,49 +70,10 @@ def apply_changes(
     lease: CollectionLease,
 ) -> None:
     """Write added and changed records of one chunk to state, then to every region (holding `lease`)."""
-    spec, collection = layout.spec, layout.spec.collection
-    now = int(time.time())
-    pks = [r.pk for r in records]
-    keys_by_pk = {r.pk: layout.keys_of(r) for r in records}
-    new_keys = {key for keys in keys_by_pk.values() for key, _ in keys}
-    values: dict[str, bytes] = {}
-    if not layout.merged:  # packed once per record (not per key), outside the write transaction
-        for r in records:
-            packed = envelope.pack(r.body, now)
-            for key, _ in keys_by_pk[r.pk]:
-                values[key] = packed
-    with state.begin() as conn:
-        lease.renew(conn)
-        old_keys = state.sync_index_keys_of(conn, spec.name, collection, [r.pk for r in records if not r.is_new])
-        stale = sorted({key for keys in old_keys.values() for key in keys} - new_keys)
-        state.delete_index_keys(conn, stale)
-        if layout.has_tombstones:  # a row back in the model brings back the record it deleted
-            state.lift_tombstones(conn, collection, spec.name, [r.pk for r in records if r.is_new])
-        state.upsert_fields(
-            conn,
-            [
-                {"sync_name": spec.name, "pk": r.pk, "collection": collection, "fields": r.body,
-                 "row_hash": r.row_hash, "updated_at": now}
-                for r in records
-            ],
-        )
-        state.upsert_index_keys(
-            conn,
-            [
-                {"cache_key": key, "collection": collection, "pk": pk, "sync_name": owner}
-                for pk, keys in keys_by_pk.items()
-                for key, owner in keys
-            ],
-        )
-        entry = state.journal(conn, run_id, spec.name, collection, stale, pks)
-        if layout.merged:
-            values = _composed_values(state, conn, collection, pks, layout.sync_order)
-        if layout.owed_regions:
-            state.owe(conn, layout.owed_regions, collection, new_keys.union(stale, values))
-    if PAUSE_AFTER_COMMIT:
-        time.sleep(PAUSE_AFTER_COMMIT)
-    _write_caches(caches, stale, values)
-    state.clear_journal([entry])
+    writes = [RecordWrite(r.pk, r.body, r.row_hash, layout.keys_of(r), r.is_new) for r in records]
+    work = state.write_chunk(layout.target(run_id), writes, fence=lease.renew)
+    _do(caches, work)
+    state.cache_written(work)
 
 
 @dataclass(frozen=True)
@@ -127,60 +94,19 @@ def apply_removals(
     lease: CollectionLease,
 ) -> Removal:
     """Apply the sync's delete behaviour to records whose rows left the model (holding `lease`)."""
-    spec, collection = layout.spec, layout.spec.collection
+    spec = layout.spec
     if not pks or spec.delete is DeleteBehaviour.keep:
         return Removal()
-    composed: dict[str, bytes] = {}
-    values: dict[str, bytes] = {}
-    with state.begin() as conn:
-        lease.renew(conn)
-        if spec.delete is DeleteBehaviour.delete and not layout.merged:
-            stale = sorted({k for keys in state.index_keys_of(conn, collection, pks).values() for k in keys})
-            state.delete_record(conn, collection, pks)
-        elif spec.delete is DeleteBehaviour.delete:
-            stale = _tombstone(state, conn, spec, pks)
-        else:
-            stale, kept = _clear(state, conn, spec, pks)
-            composed = state.compose(conn, collection, kept, layout.sync_order)
-            values = _values_of(state, conn, collection, composed)
-        entry = state.journal(conn, run_id, spec.name, collection, stale, sorted(composed))
-        if layout.owed_regions:
-            state.owe(conn, layout.owed_regions, collection, set(stale).union(values))
-    _write_caches(caches, stale, values)
-    state.clear_journal([entry])
-    return Removal(removed=len(pks), written=len(composed))
-
-
-def _tombstone(state: StateStore, conn, spec: SyncSpec, pks: Sequence[str]) -> list[str]:
-    """`delete` in a merged collection: drop this sync's fields and hide the whole record (every
-    key leaves the cache) until the sync's model has the row again. The other syncs' fields and
-    index entries stay in state, so their snapshots still hold the record and it comes back
-    composed from every sync. Returns the cache keys to delete."""
-    collection = spec.collection
-    every_key = state.index_keys_of(conn, collection, pks)
-    own = state.sync_index_keys_of(conn, spec.name, collection, pks)
-    state.delete_fields(conn, spec.name, pks)
-    state.delete_index_keys(conn, sorted({k for keys in own.values() for k in keys}))
-    remaining = state.fields_of(conn, collection, pks)
-    state.delete_record(conn, collection, [pk for pk in pks if pk not in remaining])
-    state.add_tombstones(conn, collection, spec.name, pks)
-    return sorted({k for keys in every_key.values() for k in keys})
-
-
-def _clear(state: StateStore, conn, spec: SyncSpec, pks: Sequence[str]) -> tuple[list[str], list[str]]:
-    """`clear`: drop this sync's fields and its index entries; a record with no fields left goes.
-    Returns the cache keys to delete and the records that remain (to recompose)."""
-    collection = spec.collection
-    own = state.sync_index_keys_of(conn, spec.name, collection, pks)
-    state.delete_fields(conn, spec.name, pks)
-    remaining = state.fields_of(conn, collection, pks)
-    gone = [pk for pk in pks if pk not in remaining]
-    stale = {k for keys in own.values() for k in keys}
-    if gone:
-        stale.update(k for keys in state.index_keys_of(conn, collection, gone).values() for k in keys)
-        state.delete_record(conn, collection, gone)
-    state.delete_index_keys(conn, sorted(stale))
-    return sorted(stale), [pk for pk in pks if pk in remaining]
+    target = layout.target(run_id)
+    if spec.delete is DeleteBehaviour.delete and not layout.merged:
+        work = state.delete_chunk(target, pks, fence=lease.renew)
+    elif spec.delete is DeleteBehaviour.delete:
+        work = state.tombstone_chunk(target, pks, fence=lease.renew)
+    else:
+        work = state.clear_chunk(target, pks, fence=lease.renew)
+    _do(caches, work)
+    state.cache_written(work)
+    return Removal(removed=len(pks), written=len(work.pks))
 
 
 def settle_collection(
@@ -203,17 +129,13 @@ def settle_collection(
     The caller holds the collection's lease (`lease` is renewed with every batch); `on_batch` hears
     the running total after each batch.
     """
-    _journal_to_owed(state, collection)
+    state.replay_journal(collection)
     settled = 0
+    fence = lease.renew if lease is not None else None
     for region in regions:
         cache = cache_of(region)
         for keys in state.iter_owed_keys(region, collection):
-            with state.begin() as conn:
-                if lease is not None:
-                    lease.renew(conn)
-                pks = state.pks_of_keys(conn, collection, keys)
-                values = _composed_values(state, conn, collection, sorted(pks), sync_order)
-            _write_caches({region: cache}, [key for key in keys if key not in values], values)
+            _do({region: cache}, state.owed_work(collection, keys, sync_order, fence=fence))
             state.settle(region, collection, keys)
             settled += len(keys)
             if on_batch is not None:
@@ -221,35 +143,10 @@ def settle_collection(
     return settled
 
 
-def _journal_to_owed(state: StateStore, collection: str) -> None:
-    """Each journal entry of the collection becomes keys owed to the regions its run was writing."""
-    for entry in state.pending_journal(collection=collection):
-        regions = state.run_regions(entry["run_id"])
-        with state.begin() as conn:
-            keys = set(entry["stale_keys"])
-            keys.update(k for pk_keys in state.index_keys_of(conn, collection, entry["pks"]).values() for k in pk_keys)
-            state.owe(conn, regions, collection, keys)
-            state.drop_journal_entry(conn, entry["id"])
-
-
-def _composed_values(state: StateStore, conn, collection: str, pks: Sequence[str], order: Sequence[str]) -> dict[str, bytes]:
-    """cache key → packed record, for every key of the given records, composed from state."""
-    if not pks:
-        return {}
-    return _values_of(state, conn, collection, state.compose(conn, collection, pks, order))
-
-
-def _values_of(state: StateStore, conn, collection: str, composed: Mapping[str, bytes]) -> dict[str, bytes]:
-    """cache key → packed record, for every key of the composed records."""
-    if not composed:
-        return {}
-    keys = state.index_keys_of(conn, collection, list(composed))
-    return {key: composed[pk] for pk, pk_keys in keys.items() if pk in composed for key in pk_keys}
-
-
-def _write_caches(caches: Mapping[str, RecordCache], stale: Sequence[str], values: Mapping[str, bytes]) -> None:
+def _do(caches: Mapping[str, RecordCache], work: CacheWork) -> None:
+    """The cache work of a chunk, in every region written."""
     for cache in caches.values():
-        if stale:
-            cache.delete_many(stale)
-        if values:
-            cache.set_many(values)
+        if work.stale_keys:
+            cache.delete_many(work.stale_keys)
+        if work.values:
+            cache.set_many(work.values)

@@ -16,7 +16,7 @@ import orjson
 
 from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
-from orchestration.store.state import StateStore
+from orchestration.store.state import RunStatus, StateStore
 from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, settle_collection
 from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync
 from orchestration.sync.lease import CollectionLease
@@ -184,10 +184,10 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
         counts["kept"] = len(plan.removed_pks) - removal.removed
         counts["written"] = written + removal.written
         # Recorded before the lease is released: the run that waited for it sees this one finished.
-        state.finish_run(run_id, status="succeeded", counts=counts, rejection_samples=plan.rejection_samples)
+        state.finish_run(run_id, status=RunStatus.succeeded, counts=counts, rejection_samples=plan.rejection_samples)
     except Exception as error:  # recorded, then re-raised with the report attached
         message = str(error) or type(error).__name__
-        state.finish_run(run_id, status="failed", counts=counts,
+        state.finish_run(run_id, status=RunStatus.failed, counts=counts,
                          rejection_samples=plan.rejection_samples if plan else [], error=message)
         failed = report("failed", message)
         raise SyncFailed(f"sync {sync_name!r} failed: {message}", failed) from error
@@ -301,14 +301,10 @@ def _rehydrate_collection(services: Services, cache: RecordCache, collection: st
                           totals: dict[str, int], progress: Progress | None) -> None:
     state, order = services.state, services.sync_order(collection)
     for pks in state.iter_collection_pks(collection):
-        with state.begin() as conn:
-            lease.renew(conn)
-            composed = state.compose(conn, collection, pks, order)
-            index_keys = state.index_keys_of(conn, collection, pks)
-        values = {key: composed[pk] for pk, pk_keys in index_keys.items() if pk in composed for key in pk_keys}
-        cache.set_many(values)
-        totals["records"] += len(composed)
-        totals["keys"] += len(values)
+        work = state.composed_records(collection, pks, order, fence=lease.renew)
+        cache.set_many(work.values)
+        totals["records"] += len(work.pks)
+        totals["keys"] += len(work.values)
         if progress:
             progress("rehydrate", totals)
 

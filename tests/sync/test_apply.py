@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from orchestration.store.keys import record_key
-from orchestration.store.state import StateStore
+from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, RunStatus, StateStore
+from orchestration.store.state.journal import Journal
 from orchestration.sync import Services
 from orchestration.sync.apply import settle_collection
 from tests.sync.conftest import SyncHarness, sync_config
@@ -197,8 +198,8 @@ def test_postgres_state_store_backs_a_full_lifecycle(harness, postgres_url):
     assert harness.get("people", "email", "a@x") is None
     assert harness.get("people", "id", 2) is None
     runs = StateStore(postgres_url).recent_runs("people")
-    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
-    assert runs[0]["counts"]["removed"] == 1
+    assert [r.status for r in runs] == [RunStatus.succeeded, RunStatus.succeeded]
+    assert runs[0].counts["removed"] == 1
 
 
 def test_progress_reports_rows_read_written_and_rejected_as_the_run_goes(harness):
@@ -227,11 +228,10 @@ def test_journal_left_by_a_crash_is_replayed_by_the_next_run(harness):
     state = StateStore(harness.project.spec.state.url)
     key = record_key("people", "id", "1")
     # the state says Ann is "Ann v2", but the crash happened before the cache heard of it
-    with state.begin() as conn:
-        state.upsert_fields(conn, [{"sync_name": "people", "pk": "1", "collection": "people",
-                                    "fields": b'{"id":1,"name":"Ann v2","email":"a@x","phone":null}',
-                                    "row_hash": 0, "updated_at": 0}])
-        state.journal(conn, 1, "people", "people", [], ["1"])
+    state.write_chunk(ChunkTarget(1, "people", "people", ("people",)), [
+        RecordWrite("1", b'{"id":1,"name":"Ann v2","email":"a@x","phone":null}', 0,
+                    [IndexKey(key, ""), IndexKey(record_key("people", "email", "a@x"), "people")], is_new=False),
+    ])  # and no cache_written: the journal entry stays
     assert harness.get("people", "id", 1)["name"] == "Ann"
     harness.run("people")
     assert harness.get("people", "id", 1)["name"] == "Ann"  # the model still says Ann: state and cache converge
@@ -248,8 +248,8 @@ def test_replay_of_another_syncs_stale_key_never_removes_a_live_record(harness):
     state = StateStore(harness.project.spec.state.url)
     stale = [record_key("customers", "user_id", "1")]
     run_id = harness.run("profiles").run_id
-    with state.begin() as conn:  # what `delete` of record 1 left behind when killed before the cache delete
-        state.journal(conn, run_id, "profiles", "customers", stale, [])
+    with state.engine.begin() as conn:  # what `delete` of record 1 left behind when killed before the cache delete
+        Journal(state.engine).add(conn, run_id, "profiles", "customers", stale, [])
     harness.run("engagement")  # record 1 still exists in state (the delete never committed here)
     services = Services(harness.project)
     try:

@@ -79,7 +79,7 @@ def test_both_rows_of_a_duplicate_pair_are_sampled_with_their_own_row(harness, i
     assert report.counts["rejected"] == 4
     rows = {(s["pk"], s["row"]["name"]) for s in report.rejection_samples}
     assert rows == {("1", "first one"), ("1", "second one"), ("3", "Cy"), ("4", "Di")}
-    stored = StateStore(harness.project.spec.state.url).last_run("people")["rejection_samples"]
+    stored = StateStore(harness.project.spec.state.url).last_run("people").rejection_samples
     assert sorted(s["row"]["name"] for s in stored) == ["Cy", "Di", "first one", "second one"]
 
 
@@ -95,7 +95,7 @@ def test_samples_keep_lists_structs_and_dates_as_json_values(harness):
     (sample,) = report.rejection_samples
     assert sample["row"] == {"id": None, "name": "Nobody", "tags": [], "address": {"city": "Rome", "zip": 2},
                              "born": "2024-01-03", "balance": 2}
-    stored = StateStore(harness.project.spec.state.url).last_run("people")["rejection_samples"]
+    stored = StateStore(harness.project.spec.state.url).last_run("people").rejection_samples
     assert stored == report.rejection_samples
 
 

@@ -1,24 +1,24 @@
 """Crash safety: a real sync process SIGKILLed mid-write leaves every record old or new, then converges.
 
-The kill point is made deterministic with the test-only LARDER_TEST_PAUSE_AFTER_COMMIT hook: each
-chunk sleeps after its state transaction commits and before its cache writes, which is where a
-crash is most dangerous (state ahead of the cache). The test waits until the run's heartbeat shows
-two chunks written, then kills the process while the third chunk is committed but not yet cached.
-A second variant kills without the pause, wherever the process happens to be in the write phase.
+The sync runs through `tests/sync/faulty_sync.py`, which wraps the state store's chunk write. The
+kill point is made deterministic: the wrapper stops the process for good once the third chunk's
+state transaction has committed, before its cache writes, which is where a crash is most dangerous
+(state ahead of the cache), and says so in a file the test waits for. A second variant kills as
+soon as the first chunk has committed, wherever the process then is in the write phase.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
 from orchestration.store.state import StateStore
 from tests.sync.conftest import SyncHarness, sync_config
+from tests.sync.faulty_sync import wait_for_chunks
 
 N = 1_200
 CHUNK = 100
@@ -47,23 +47,14 @@ def record(row: tuple) -> dict:
     return {"id": row[0], "name": row[1], "email": row[2]}
 
 
-def _start_sync(harness, pause: float) -> subprocess.Popen:
-    env = {**os.environ, "LARDER_TEST_PAUSE_AFTER_COMMIT": str(pause)}
+def _start_sync(harness, mark: Path, hold_after: int | None) -> subprocess.Popen:
+    """A `larder sync people` process that marks each chunk committed, and stops after `hold_after`."""
+    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "--config", str(harness.project.path), "sync", "people"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "tests.sync.faulty_sync", "--mark", str(mark), *hold,
+         "--", "--config", str(harness.project.path), "sync", "people"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-
-
-def _wait_for_written(state: StateStore, at_least: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = state.last_run("people")
-        if run and run["status"] == "running" and (run["counts"] or {}).get("written", 0) >= at_least:
-            return
-        assert process.poll() is None, "the sync finished before it could be killed"
-        time.sleep(0.01)
-    raise TimeoutError("the run never reported its writes")
 
 
 def _assert_each_lookup_is_old_or_new(harness) -> None:
@@ -88,22 +79,21 @@ def _assert_served_is_exactly_new(harness) -> None:
             assert harness.get("people", "email", NEW[pk][2]) == expected, pk
 
 
-@pytest.mark.parametrize("pause", [0.25, 0.0], ids=["killed-between-commit-and-cache", "killed-anywhere-writing"])
-def test_sigkill_mid_write_leaves_old_or_new_records_and_the_next_run_converges(harness, pause):
+@pytest.mark.parametrize("hold_after", [3, None], ids=["killed-between-commit-and-cache", "killed-anywhere-writing"])
+def test_sigkill_mid_write_leaves_old_or_new_records_and_the_next_run_converges(harness, tmp_path, hold_after):
     harness.table("people", COLUMNS, list(OLD.values()))
     harness.configure(SYNC, extra={"defaults": {"chunk_size": CHUNK}})
     harness.run("people")
     harness.table("people", COLUMNS, list(NEW.values()))
     state = StateStore(harness.project.spec.state.url)
 
-    process = _start_sync(harness, pause)
-    _wait_for_written(state, 2 * CHUNK if pause else 1, process)
-    if pause:
-        time.sleep(pause / 2)  # inside the third chunk's pause: committed, not yet cached
+    mark = tmp_path / "chunks-committed"
+    process = _start_sync(harness, mark, hold_after)
+    wait_for_chunks(mark, hold_after or 1, process)  # held: the third chunk committed, not yet cached
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=10) == -signal.SIGKILL
 
-    if pause:
+    if hold_after:
         assert len(state.pending_journal()) == 1  # the crash left committed-but-uncached work
     _assert_each_lookup_is_old_or_new(harness)
 
@@ -116,7 +106,7 @@ def test_sigkill_mid_write_leaves_old_or_new_records_and_the_next_run_converges(
 
 
 def test_after_a_crash_a_run_limited_to_one_region_leaves_the_other_to_the_next_full_run(
-    project_factory, duckdb_url, memcached_pair,
+    project_factory, duckdb_url, memcached_pair, tmp_path,
 ):
     servers = {"us": [memcached_pair[0].server], "eu": [memcached_pair[1].server]}
     harness = SyncHarness(project_factory, duckdb_url, servers)
@@ -125,9 +115,9 @@ def test_after_a_crash_a_run_limited_to_one_region_leaves_the_other_to_the_next_
     harness.run("people")
     harness.table("people", COLUMNS, list(NEW.values()))
     state = StateStore(harness.project.spec.state.url)
-    process = _start_sync(harness, 0.25)
-    _wait_for_written(state, 2 * CHUNK, process)
-    time.sleep(0.125)  # inside the third chunk's pause: committed, not yet cached in either region
+    mark = tmp_path / "chunks-committed"
+    process = _start_sync(harness, mark, hold_after=3)
+    wait_for_chunks(mark, 3, process)  # the third chunk committed, not yet cached in either region
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=10) == -signal.SIGKILL
     eu_after_crash = {pk: harness.get("people", "id", pk, region="eu") for pk in set(OLD) | set(NEW)}

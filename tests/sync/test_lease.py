@@ -1,14 +1,13 @@
 """One writer per collection: runs of one collection wait for each other, dead holders are overtaken.
 
 Real processes (`larder sync` subprocesses) race on a real memcached, against SQLite and Postgres
-state. The test-only LARDER_TEST_PAUSE_AFTER_COMMIT hook stretches each chunk's window between
-its state commit and its cache write, where two unserialized runs would overwrite each other's
-composition of a merged record.
+state. A slow run is a sync run through `tests/sync/faulty_sync.py`, which stretches each chunk's
+window between its state commit and its cache write, where two unserialized runs would overwrite
+each other's composition of a merged record.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import time
 
 import pytest
 
-from orchestration.store.state import Lease, StateStore
+from orchestration.store.state import ChunkTarget, Lease, RecordWrite, StateStore
 from orchestration.sync import Services, SyncFailed, rehydrate_region
 from orchestration.sync.lease import CollectionLease, LeaseLost
 from tests.sync.conftest import sync_config
@@ -67,10 +66,10 @@ def _setup(harness, state_url: str, **defaults) -> StateStore:
 
 
 def _start_sync(harness, name: str, pause: float) -> subprocess.Popen:
-    env = {**os.environ, "LARDER_TEST_PAUSE_AFTER_COMMIT": str(pause)}
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "--config", str(harness.project.path), "sync", name],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "tests.sync.faulty_sync", "--pause-after-commit", str(pause),
+         "--", "--config", str(harness.project.path), "sync", name],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
 
@@ -79,7 +78,7 @@ def _wait_for_lease(state: StateStore, sync_name: str, process: subprocess.Popen
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         lease, run = state.lease_of("customers"), state.last_run(sync_name)
-        if lease and run and lease.run_id == run["id"] and (run["counts"] or {}).get("written", 0) >= written:
+        if lease and run and lease.run_id == run.id and (run.counts or {}).get("written", 0) >= written:
             return lease
         assert process.poll() is None, process.stderr.read().decode()
         time.sleep(0.01)
@@ -102,9 +101,9 @@ def test_two_processes_syncing_one_collection_at_once_serve_exactly_the_merged_m
         _finished(process)
     _served_is_exactly(harness, 2)
     runs = [state.last_run(name) for name in ("profiles", "engagement")]
-    assert [run["status"] for run in runs] == ["succeeded", "succeeded"]
-    first, second = sorted(runs, key=lambda run: run["finished_at"])
-    assert second["counts"]["written"] == N and first["counts"]["written"] == N
+    assert [run.status for run in runs] == ["succeeded", "succeeded"]
+    first, second = sorted(runs, key=lambda run: run.finished_at)
+    assert second.counts["written"] == N and first.counts["written"] == N
     assert state.lease_of("customers") is None
     state.dispose()
 
@@ -120,8 +119,8 @@ def test_a_second_run_of_the_collection_waits_for_the_first_to_finish(harness, s
     assert phases[0][0] == "wait"
     first_scan = next(at for phase, at in phases if phase == "scan")
     profiles_run = state.last_run("profiles")
-    assert profiles_run["id"] == holder.run_id
-    assert profiles_run["finished_at"] <= first_scan  # it began reading only once the first had finished
+    assert profiles_run.id == holder.run_id
+    assert profiles_run.finished_at <= first_scan  # it began reading only once the first had finished
     _served_is_exactly(harness, 2)
     state.dispose()
 
@@ -133,7 +132,7 @@ def test_a_run_that_cannot_get_the_lease_fails_naming_the_run_holding_it(harness
     with pytest.raises(SyncFailed, match=r"run 41 of sync 'profiles' \(host another-host, pid 1") as failure:
         harness.run("engagement")
     assert failure.value.report.status == "failed"
-    assert state.last_run("engagement")["status"] == "failed"
+    assert state.last_run("engagement").status == "failed"
     assert harness.get("customers", "user_id", 1)["engagement"] == {"listens": 11}  # nothing written
     assert state.lease_of("customers") == held
     state.dispose()
@@ -161,10 +160,10 @@ def test_the_lease_of_a_sigkilled_run_is_taken_over_and_the_next_run_converges(h
     taker = harness.run("engagement")
     assert taker.status == "succeeded"
     killed = state.recent_runs("profiles", limit=1)[0]
-    assert killed["id"] == holder.run_id and killed["status"] == "failed"
-    assert killed["finished_at"] is not None
-    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in killed["error"]
-    assert "no longer exists" in killed["error"]
+    assert killed.id == holder.run_id and killed.status == "failed"
+    assert killed.finished_at is not None
+    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in killed.error
+    assert "no longer exists" in killed.error
     assert harness.run("profiles").status == "succeeded"
     _served_is_exactly(harness, 2)
     state.dispose()
@@ -177,9 +176,9 @@ def test_a_run_whose_expired_lease_is_taken_over_is_marked_failed(harness, state
                                      "another-host", 1, time.time() + 0.5))
     taker = harness.run("engagement")
     run = state.recent_runs("profiles", limit=1)[0]
-    assert run["id"] == stalled and run["status"] == "failed"
-    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in run["error"]
-    assert "expired" in run["error"]
+    assert run.id == stalled and run.status == "failed"
+    assert f"run {taker.run_id} of sync 'engagement' took over its lease" in run.error
+    assert "expired" in run.error
     state.dispose()
 
 
@@ -193,7 +192,7 @@ def test_rehydrate_waits_for_a_sync_writing_the_collection(harness, sqlite_url, 
         totals = rehydrate_region(services, "main")
     finally:
         services.close()
-    assert state.last_run("profiles")["status"] == "succeeded"  # it had finished before the rewrite began
+    assert state.last_run("profiles").status == "succeeded"  # it had finished before the rewrite began
     _finished(process)
     assert totals["records"] == N
     _served_is_exactly(harness, profiles=2, engagement=1)
@@ -223,11 +222,9 @@ def test_a_holder_whose_lease_expired_and_was_taken_cannot_renew_or_commit(state
     assert taker.try_acquire()
     with pytest.raises(LeaseLost, match="stalled lost its lease on collection 'customers'"):
         stalled.renew()
-    with pytest.raises(LeaseLost):
-        with state.begin() as conn:  # the shape of a chunk's transaction: the renewal fences the writes
-            state.upsert_fields(conn, [{"sync_name": "profiles", "pk": "1", "collection": "customers",
-                                        "fields": b"{}", "row_hash": 0, "updated_at": 0}])
-            stalled.renew(conn)
+    with pytest.raises(LeaseLost):  # the renewal fences the chunk's writes
+        state.write_chunk(ChunkTarget(1, "profiles", "customers", ("profiles",)),
+                          [RecordWrite("1", b"{}", 0, [], is_new=True)], fence=stalled.renew)
     assert state.snapshot("profiles") == {}
     taker.renew()
     state.dispose()
