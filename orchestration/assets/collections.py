@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from orchestration.assets.keys import collection_key, sync_key
 from orchestration.assets.syncs import collection_syncs
 from orchestration.config.load import Project
-from orchestration.resources import LarderResource
 from orchestration.store.state import FIELDS, StateStore
 
 
@@ -47,9 +46,8 @@ def _collection_asset(project: Project, collection: str, condition: dg.Automatio
             "lookup": f"GET /v1/collections/{collection}/records/{{index}}/{{value}}",
         },
     )
-    def collection_asset(context: dg.AssetExecutionContext, larder: LarderResource) -> dg.MaterializeResult:
-        with larder.services() as services:
-            records, by_sync = records_held(services.state, collection)
+    def collection_asset(context: dg.AssetExecutionContext, state: dg.ResourceParam[StateStore]) -> dg.MaterializeResult:
+        records, by_sync = records_held(state, collection)
         context.log.info(f"collection {collection}: {records} records")
         return dg.MaterializeResult(
             metadata={

@@ -21,6 +21,8 @@ from orchestration.config.load import Project
 
 DBT_GROUP = "dbt"
 PARTIAL_PARSE = "partial_parse.msgpack"
+# The dbt var the demo's profile reads its DuckDB file from (see profiles.yml).
+WAREHOUSE_PATH_VAR = "larder_warehouse_path"
 
 
 class LarderDbtTranslator(DagsterDbtTranslator):
@@ -40,7 +42,6 @@ class LarderDbtTranslator(DagsterDbtTranslator):
 def dbt_project_of(project: Project) -> DbtProject | None:
     if project.spec.dbt is None:
         return None
-    _export_warehouse_path(project)
     dbt = DbtProject(
         project_dir=project.spec.dbt.project_dir,
         profiles_dir=project.spec.dbt.profiles_dir,
@@ -68,10 +69,12 @@ class LarderDbtCliResource(DbtCliResource):
         return None
 
 
-def build_dbt_assets(dbt: DbtProject) -> dg.AssetsDefinition:
+def build_dbt_assets(project: Project, dbt: DbtProject) -> dg.AssetsDefinition:
+    build = ["build", *warehouse_vars(project)]
+
     @dbt_assets(manifest=dbt.manifest_path, project=dbt, dagster_dbt_translator=LarderDbtTranslator())
     def larder_dbt_models(context: dg.AssetExecutionContext, dbt_cli: DbtCliResource):
-        invocation = dbt_cli.cli(["build"], context=context)
+        invocation = dbt_cli.cli(build, context=context)
         try:
             yield from invocation.stream()
         finally:
@@ -130,8 +133,11 @@ def _dbt_executable() -> str:
     return str(beside_python) if beside_python.exists() else "dbt"
 
 
-def _export_warehouse_path(project: Project) -> None:
-    """dbt's profile reads LARDER_WAREHOUSE_PATH: point it at the file Larder's warehouse URL names."""
+def warehouse_vars(project: Project) -> list[str]:
+    """`--vars` telling dbt the DuckDB file Larder's warehouse URL names (the profile reads the
+    `larder_warehouse_path` var), so dbt writes where the syncs read; none for other warehouses."""
     url = project.spec.warehouse.url
-    if url.startswith("duckdb:///"):
-        os.environ["LARDER_WAREHOUSE_PATH"] = str(Path(url.removeprefix("duckdb:///")).resolve())
+    if not url.startswith("duckdb:///"):
+        return []
+    path = Path(url.removeprefix("duckdb:///")).resolve()
+    return ["--vars", json.dumps({WAREHOUSE_PATH_VAR: str(path)})]
