@@ -187,16 +187,13 @@ def reload_code_location(dagster_url: str, project: Project | None = None) -> No
 
 
 def _use_config(config: Path | None) -> Path:
-    """The project's larder.yaml, made absolute and exported, so every child process reads the same one."""
-    path = Path(config).resolve() if config is not None else default_config_path().resolve()
-    os.environ["LARDER_CONFIG"] = str(path)
-    return path
+    """The project's larder.yaml, made absolute (the child processes get it as $LARDER_CONFIG)."""
+    return Path(config).resolve() if config is not None else default_config_path().resolve()
 
 
 def _up(config: Path, paths: Paths, dagster_port: int) -> None:
     project = load_project(config)
     env = _child_env(project, paths)
-    os.environ.update(env)
     _check_ports_free(project, dagster_port)
 
     _say("starting memcached for each region")
@@ -205,7 +202,7 @@ def _up(config: Path, paths: Paths, dagster_port: int) -> None:
 
     _say("building dbt models and materializing every asset (dbt → models → collections)")
     _write_instance(project, paths)
-    _materialize_everything(project)
+    _materialize_everything(project, paths)
     # Dagster's in-process execution leaves SIGTERM mapped to SIGINT's handler: take it back.
     signal.signal(signal.SIGTERM, _raise_stop_requested)
     _rehydrate_all(project)
@@ -222,7 +219,7 @@ def _up(config: Path, paths: Paths, dagster_port: int) -> None:
     _spawn(paths, "dagster-code-server",
            [_bin("dagster"), "code-server", "start", "-m", "orchestration.definitions", "--location-name", CODE_LOCATION,
             "-h", "127.0.0.1", "-p", str(code_port)], env)
-    _wait_for_port("127.0.0.1", code_port, "the Dagster code server", timeout=READY_TIMEOUT_SECONDS)
+    _wait_for_port("127.0.0.1", code_port, "the Dagster code server", paths, timeout=READY_TIMEOUT_SECONDS)
     workspace = str(paths.workspace)
     _spawn(paths, "dagster-webserver",
            [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(dagster_port), "-w", workspace], env)
@@ -231,8 +228,8 @@ def _up(config: Path, paths: Paths, dagster_port: int) -> None:
     _spawn(paths, "watch", [sys.executable, "-m", "orchestration.cli", "watch", "--dagster-url", dagster_url], env)
     for region in project.enabled_regions:
         spec = project.regions[region]
-        _wait_for_http(f"http://{spec.host}:{spec.port}/readyz", f"API {region}")
-    _wait_for_http(f"{dagster_url}/server_info", "Dagster UI")
+        _wait_for_http(f"http://{spec.host}:{spec.port}/readyz", f"API {region}", paths)
+    _wait_for_http(f"{dagster_url}/server_info", "Dagster UI", paths)
     _print_banner(project, secret, paths, dagster_url)
 
 
@@ -284,7 +281,7 @@ def _start_memcached(paths: Paths, region: str, server: str) -> None:
     if os.geteuid() == 0:
         command += ["-u", "root"]  # memcached refuses to run as root without it
     _spawn(paths, f"memcached-{region}-{port}", command, {})
-    _wait_for_port(host, int(port), f"memcached {server}")
+    _wait_for_port(host, int(port), f"memcached {server}", paths)
 
 
 def _write_instance(project: Project, paths: Paths) -> None:
@@ -293,14 +290,14 @@ def _write_instance(project: Project, paths: Paths) -> None:
     shutil.copyfile(own if own.exists() else DEFAULT_INSTANCE, paths.dagster_home / "dagster.yaml")
 
 
-def _materialize_everything(project: Project) -> None:
+def _materialize_everything(project: Project, paths: Paths) -> None:
     import dagster as dg
 
     from orchestration.definitions import build_definitions
     from orchestration.jobs import run_bootstrap
 
     defs = build_definitions(project)
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(paths.dagster_home.resolve()))
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     if not run_bootstrap(defs, instance, quiet_logs).success:
         raise SystemExit("larder: materializing the assets failed; see the run in the Dagster UI or the log above")
@@ -464,7 +461,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_port(host: str, port: int, what: str, timeout: float = 15.0) -> None:
+def _wait_for_port(host: str, port: int, what: str, paths: Paths, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -472,10 +469,10 @@ def _wait_for_port(host: str, port: int, what: str, timeout: float = 15.0) -> No
                 return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit(f"larder: {what} did not start listening on {host}:{port}; see {os.environ['LARDER_HOME']}/logs")
+    raise SystemExit(f"larder: {what} did not start listening on {host}:{port}; see {paths.logs}")
 
 
-def _wait_for_http(url: str, what: str) -> None:
+def _wait_for_http(url: str, what: str, paths: Paths) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         try:
@@ -485,7 +482,7 @@ def _wait_for_http(url: str, what: str) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise SystemExit(f"larder: {what} is not ready at {url}; see {os.environ['LARDER_HOME']}/logs")
+    raise SystemExit(f"larder: {what} is not ready at {url}; see {paths.logs}")
 
 
 def _bin(name: str) -> str:
