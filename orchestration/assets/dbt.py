@@ -18,6 +18,7 @@ from packaging import version
 
 from orchestration.assets.keys import DBT_KEY_PREFIX
 from orchestration.config.load import Project
+from orchestration.machine import executable
 
 DBT_GROUP = "dbt"
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -84,7 +85,7 @@ def build_dbt_assets(project: Project, dbt: DbtProject) -> dg.AssetsDefinition:
 
 
 def dbt_resource(dbt: DbtProject) -> DbtCliResource:
-    return LarderDbtCliResource(project_dir=dbt, dbt_executable=_dbt_executable())
+    return LarderDbtCliResource(project_dir=dbt, dbt_executable=executable("dbt"))
 
 
 def _keep_partial_parse(invocation: DbtCliInvocation, target: Path) -> None:
@@ -126,11 +127,6 @@ def dbt_tests_upstream_of(dbt_assets_def: dg.AssetsDefinition | None, key: dg.As
         (check for check in dbt_assets_def.check_keys if check.asset_key in upstream),
         key=lambda check: (check.asset_key.to_user_string(), check.name),
     ))
-
-
-def _dbt_executable() -> str:
-    beside_python = Path(sys.executable).with_name("dbt")
-    return str(beside_python) if beside_python.exists() else "dbt"
 
 
 def warehouse_vars(project: Project) -> list[str]:
