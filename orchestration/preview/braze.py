@@ -32,11 +32,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import requests
-from liquid import Environment
-from liquid.ast import Node
-from liquid.builtin.expressions import Identifier
+from liquid import Environment, Node, Tag, TokenStream
+from liquid.builtin.expressions import Identifier  # what Node.template_scope returns
 from liquid.exceptions import LiquidError
-from liquid.tag import Tag
 from liquid.token import TOKEN_EXPRESSION, TOKEN_TAG
 
 from orchestration.preview.filters import register_braze_filters
@@ -136,7 +134,7 @@ class ConnectedContentTag(Tag):
     name = "connected_content"
     block = False
 
-    def parse(self, stream) -> Node:
+    def parse(self, stream: TokenStream) -> Node:
         token = stream.eat(TOKEN_TAG)
         expression = stream.expect(TOKEN_EXPRESSION)  # left current: the parser steps past it
         saves = SAVE_OPTION.search(expression.value)
