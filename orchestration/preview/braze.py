@@ -41,6 +41,8 @@ from orchestration.preview.filters import register_braze_filters
 
 BRAZE_ATTRIBUTE = re.compile(r"\{\{(-?\s*)\$\{(\w+)\}")
 OPTION = re.compile(r":(\w+)")
+SPACE = re.compile(r"\s*")
+WORD = re.compile(r"\S*")
 SAVE_OPTION = re.compile(r":save\s+(\w+)")
 JSON = json.JSONDecoder()
 
@@ -212,12 +214,8 @@ def _excerpt(text: str, limit: int = 200) -> str:
 
 
 def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position].isspace():
-        position += 1
-    return position
+    return SPACE.match(text, position).end()
 
 
 def _token_end(text: str, position: int) -> int:
-    while position < len(text) and not text[position].isspace():
-        position += 1
-    return position
+    return WORD.match(text, position).end()

@@ -6,19 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import duckdb
 import orjson
 import pytest
 
+from orchestration.config.load import REPO_ROOT
 from orchestration.definitions import build_definitions
 from orchestration.store import envelope
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = [(1, "Ann Lee"), (2, "Bo Chan")]
 
 
