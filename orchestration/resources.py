@@ -3,6 +3,10 @@
 Each is made from the project the definitions were built from (a run never reads the
 configuration again, so what it does is what the UI shows), opened once when the run starts and
 closed when it ends. A run opens only the resources its steps ask for: a dbt build opens none.
+
+They are resources made by a function (`@dg.resource`), not ConfigurableResource: what they are
+made of is the loaded project, which is no run configuration, and a URL may hold a password that
+the UI would show as the resource's configuration.
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource annotations.
