@@ -46,9 +46,11 @@ $(STAMP): pyproject.toml
 memcached:
 	@sh .ci/install-memcached
 
+# The same --vars as Dagster's dbt builds (orchestration/assets/dbt.py), so they reuse this parse.
 manifest: install
 	@mkdir -p $(LARDER_HOME)
-	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
+	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir . \
+		--vars '{"larder_warehouse_path": "$(LARDER_WAREHOUSE_PATH)"}'
 
 lint: install
 	$(BIN)/python -m ruff check orchestration serving tests bench || true

@@ -37,9 +37,10 @@ import requests
 import yaml
 
 from bench import data
-from tests.support import MemcachedProcess, SlowClients, TcpProxy, free_port, postgres_base_url
+from bench.processes import MemcachedProcess, SlowClients, TcpProxy, postgres_base_url
+from orchestration.config.load import REPO_ROOT
+from orchestration.machine import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("chaos.lua")
 RESULTS = Path(__file__).with_name("results") / "chaos.json"
 MARKER = "CHAOS_JSON "

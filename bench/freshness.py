@@ -25,7 +25,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from typing import Iterator
 import requests
 
 from orchestration.config.load import REPO_ROOT, larder_home, load_project
+from orchestration.machine import executable, listening
 
 SEED = Path("seeds") / "users.csv"
 USER_ID = "12345"
@@ -166,10 +166,10 @@ def _running_demo() -> Iterator[Demo]:
         env.pop("LARDER_WAREHOUSE_PATH", None)
         print(f"freshness: starting a copy of the demo in {folder} (larder up --detach)", flush=True)
         try:
-            subprocess.run([_larder(), "up", "--detach"], check=True, cwd=REPO_ROOT, env=env)
+            subprocess.run([executable("larder"), "up", "--detach"], check=True, cwd=REPO_ROOT, env=env)
             yield demo
         finally:
-            subprocess.run([_larder(), "down"], check=False, cwd=REPO_ROOT, env=env)
+            subprocess.run([executable("larder"), "down"], check=False, cwd=REPO_ROOT, env=env)
 
 
 def _copy_of_demo(folder: Path) -> Demo:
@@ -179,7 +179,7 @@ def _copy_of_demo(folder: Path) -> Demo:
     shutil.copytree(REPO_ROOT / "orchestration" / "syncs", folder / "orchestration" / "syncs")
     shutil.copy(REPO_ROOT / "orchestration" / "larder.yaml", folder / "orchestration" / "larder.yaml")
     subprocess.run(
-        [str(Path(sys.executable).with_name("dbt")), "parse", "--quiet", "--profiles-dir", ".", "--project-dir", "."],
+        [executable("dbt"), "parse", "--quiet", "--profiles-dir", ".", "--project-dir", "."],
         check=True, cwd=dbt, env={**os.environ, "LARDER_WAREHOUSE_PATH": str(folder / "home" / "warehouse.duckdb")},
     )
     env = {"LARDER_CONFIG": str(folder / "orchestration" / "larder.yaml"), "LARDER_HOME": str(folder / "home")}
@@ -192,14 +192,9 @@ def _refuse_taken_ports(demo: Demo) -> None:
     ports = {DAGSTER_PORT} | {project.regions[r].port for r in project.enabled_regions} | {
         int(server.rpartition(":")[2]) for r in project.enabled_regions for server in project.regions[r].servers
     }
-    taken = sorted(port for port in ports if _listening(port))
+    taken = sorted(port for port in ports if listening(port))
     if taken:
         raise SystemExit(f"freshness: port(s) {', '.join(map(str, taken))} already in use; `larder up` needs them free")
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _measure(demo: Demo, original: bytes, count: int, timeout: float) -> list[Round]:
@@ -316,11 +311,6 @@ def _dagster_up() -> bool:
         return requests.get(GRAPHQL.removesuffix("graphql") + "server_info", timeout=2).ok
     except requests.ConnectionError:
         return False
-
-
-def _larder() -> str:
-    beside_python = Path(sys.executable).with_name("larder")
-    return str(beside_python) if beside_python.exists() else "larder"
 
 
 def _report(rounds: list[Round]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import data, serving
 from bench.loadgen import run_wrk, warm_up
 from bench.report import RESULTS_DIR
-from bench.services import REGION, REPO_ROOT, BenchProject, HttpServer, Memcached, free_port, run_measured
+from bench.services import REGION, REPO_ROOT, BenchProject, HttpServer, bench_memcached, free_port, run_measured
 
 TOP = 30
 # The API's metrics thread asleep between flushes: py-spy samples it as running (its sleep is a C
@@ -58,7 +58,7 @@ def profile_sync(out: Path, *, quick: bool) -> list[Path]:
     for variant, liquid in (("plain", False), ("liquid", True)):
         name = f"profile_{variant}"
         with tempfile.TemporaryDirectory(prefix="larder-profile-") as tmp, \
-                Memcached(memory_mb=max(256, rows * 2 * 700 // 1_000_000)) as memcached:
+                bench_memcached(memory_mb=max(256, rows * 2 * 700 // 1_000_000)) as memcached:
             project = BenchProject(Path(tmp), memcached.server)
             data.create_users(project.warehouse_path, rows, record_bytes=400)
             project.write([data.sync_spec(name, liquid=liquid)])
@@ -76,7 +76,7 @@ def profile_serving(out: Path, *, quick: bool) -> list[Path]:
     """The API's gunicorn workers under wrk load (64 connections, random keys), sampled by py-spy."""
     sizes = serving.QUICK if quick else serving.FULL
     records, seconds = (2_000, 3) if quick else (20_000, 15)
-    with tempfile.TemporaryDirectory(prefix="larder-profile-") as tmp, Memcached(memory_mb=256) as memcached:
+    with tempfile.TemporaryDirectory(prefix="larder-profile-") as tmp, bench_memcached(memory_mb=256) as memcached:
         project = BenchProject(Path(tmp), memcached.server)
         data.create_users(project.warehouse_path, records, record_bytes=sizes.record_bytes)
         project.write([data.sync_spec(serving.SYNC_NAME)])

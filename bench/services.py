@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import yaml
 
-from tests.support import free_port, wait_for_port
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.processes import MemcachedProcess
+from orchestration.config.load import REPO_ROOT
+from orchestration.machine import free_port, wait_for_port
 GUNICORN_CONF = REPO_ROOT / "serving" / "gunicorn.conf.py"
 REGION = "bench"
 TIME = "/usr/bin/time"
@@ -75,33 +75,9 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
     )
 
 
-class Memcached:
-    """A memcached process on a free port, stopped (by its pid) when the block ends."""
-
-    def __init__(self, memory_mb: int):
-        binary = shutil.which("memcached")
-        if binary is None:
-            raise RuntimeError("memcached is not installed (`make bench` installs it: `make memcached`)")
-        self.port = free_port()
-        self.command = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-m", str(memory_mb), "-U", "0", "-t", "2"]
-        if os.geteuid() == 0:
-            self.command += ["-u", "root"]
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def server(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "Memcached":
-        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, timeout=20.0)
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        if self.process is not None:
-            self.process.kill()  # its data is disposable; SIGTERM only makes it slower to go
-            self.process.wait(timeout=10)
-            self.process = None
+def bench_memcached(memory_mb: int) -> MemcachedProcess:
+    """A memcached for a benchmark (a `with` block starts and stops it): two threads, default item size."""
+    return MemcachedProcess(memory_mb=memory_mb, item_size=None, threads=2)
 
 
 class BenchProject:

@@ -21,7 +21,7 @@ import requests
 
 from bench import data
 from bench.loadgen import LoadResult, run_wrk, warm_up
-from bench.services import REGION, BenchProject, HttpServer, Memcached, free_port, gunicorn_settings, http_parser
+from bench.services import REGION, BenchProject, HttpServer, bench_memcached, free_port, gunicorn_settings, http_parser
 
 SYNC_NAME = "bench_serving"
 COLLECTION = data.sync_spec(SYNC_NAME)["collection"]
@@ -59,7 +59,7 @@ def run_serving(sizes: ServingSizes, *, workers: int | None = None, log=print) -
     workers = workers or gunicorn_settings()["workers"]  # serving/gunicorn.conf.py's choice, for both apps
     parser = http_parser()
     with tempfile.TemporaryDirectory(prefix="larder-bench-serving-") as tmp, \
-            Memcached(memory_mb=max(256, sizes.records * sizes.record_bytes * 3 // 1_000_000)) as memcached:
+            bench_memcached(memory_mb=max(256, sizes.records * sizes.record_bytes * 3 // 1_000_000)) as memcached:
         root = Path(tmp)
         project = BenchProject(root, memcached.server)
         log(f"serving: generating {sizes.records:,} records of ~{sizes.record_bytes} bytes and syncing them")

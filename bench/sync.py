@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench import data
-from bench.services import BenchProject, Memcached, ProcessRun
-from tests.support import postgres_available, postgres_base_url
+from bench.services import BenchProject, ProcessRun, bench_memcached
+from bench.processes import postgres_available, postgres_base_url
 
 TARGET_ROWS = 1_000_000
 SUCCEEDED = re.compile(r"succeeded in ([\d.]+)s: (.*)")
@@ -115,7 +115,7 @@ def _variant_runs(variant: str, liquid: bool, rows: int, sizes: SyncSizes, *, st
                   warehouse_url: str | None = None) -> list[dict]:
     name = f"bench_{variant}"
     memory_mb = max(256, rows * (sizes.record_bytes + 200) * 2 * 2 // 1_000_000)  # two keys per record
-    with tempfile.TemporaryDirectory(prefix="larder-bench-sync-") as tmp, Memcached(memory_mb=memory_mb) as memcached:
+    with tempfile.TemporaryDirectory(prefix="larder-bench-sync-") as tmp, bench_memcached(memory_mb=memory_mb) as memcached:
         project = BenchProject(Path(tmp), memcached.server, warehouse_url=warehouse_url)
         if warehouse_url:
             data.create_users_postgres(warehouse_url, rows, record_bytes=sizes.record_bytes)

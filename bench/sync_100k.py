@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from bench.processes import MemcachedProcess
 from orchestration.config.load import load_project
 from orchestration.sync import Services, run_sync
 
@@ -70,30 +69,15 @@ def make_model(path: Path, rows: int) -> None:
     conn.close()
 
 
-def start_memcached() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [shutil.which("memcached"), "-l", "127.0.0.1", "-p", str(port), "-m", "1024", "-u", "root"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    return process, f"127.0.0.1:{port}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--chunk-size", type=int, default=10_000)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="larder-bench-"))
-    memcached, server = start_memcached()
+    memcached = MemcachedProcess(memory_mb=1024, item_size=None)
+    memcached.start()
+    server = memcached.server
     try:
         make_model(root / "warehouse.duckdb", args.rows)
         (root / "syncs").mkdir()
@@ -117,7 +101,7 @@ def main() -> None:
             print(f"  {label:30s} {seconds:6.2f} s  {args.rows / seconds:9,.0f} rows/s  "
                   f"written {report.counts['written']:>7}  peak RSS {peak_mb:,.0f} MB")
     finally:
-        memcached.kill()
+        memcached.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

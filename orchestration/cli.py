@@ -147,8 +147,6 @@ def _warn(warnings) -> None:
 
 
 def _load(args, *, check_indices: bool = True) -> Project:
-    if args.config is not None:
-        os.environ["LARDER_CONFIG"] = str(args.config.resolve())
     return load_project(args.config, check_indices=check_indices)
 
 

@@ -1,7 +1,9 @@
 """Larder's Dagster code location: read like a table of contents.
 
 Everything is built from the project's configuration (larder.yaml, sync files, dbt meta), so a
-new sync needs no Python.
+new sync needs no Python. Importing this module does nothing: Dagster calls `defs` when it loads
+the code location, which loads the project once; the assets and the run resources all use that
+one project.
 """
 
 import dagster as dg
@@ -12,7 +14,7 @@ from orchestration.assets.models import build_model_assets
 from orchestration.assets.syncs import build_sync_assets
 from orchestration.config.load import Project, load_project
 from orchestration.jobs import build_bootstrap_job, build_dbt_jobs, build_rehydrate_jobs, build_sync_jobs
-from orchestration.resources import LarderResource
+from orchestration.resources import build_resources
 from orchestration.sensors import build_cache_loss_sensors
 from orchestration.triggers import automation_conditions, build_automation_sensor, build_schedules
 
@@ -24,7 +26,7 @@ EXECUTOR = dg.in_process_executor
 
 def build_definitions(project: Project) -> dg.Definitions:
     dbt = dbt_project_of(project)
-    dbt_models = build_dbt_assets(dbt) if dbt else None
+    dbt_models = build_dbt_assets(project, dbt) if dbt else None
     automation = automation_conditions(project)
     return dg.Definitions(
         assets=[
@@ -43,10 +45,13 @@ def build_definitions(project: Project) -> dg.Definitions:
         sensors=[build_automation_sensor(), *build_cache_loss_sensors(project)],
         executor=EXECUTOR,
         resources={
-            "larder": LarderResource(config_path=str(project.path)),
+            **build_resources(project),
             **({"dbt_cli": dbt_resource(dbt)} if dbt else {}),
         },
     )
 
 
-defs = build_definitions(load_project())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location of the project at $LARDER_CONFIG (else the demo's larder.yaml)."""
+    return build_definitions(load_project())

@@ -39,6 +39,7 @@ from pathlib import Path
 import orjson
 
 from orchestration.config.load import DEMO_CONFIG, Project, default_config_path, home_for, load_project
+from orchestration.machine import executable, free_port, host_port, wait_for_port
 
 DAGSTER_PORT = 3000
 CODE_LOCATION = "larder"
@@ -187,16 +188,13 @@ def reload_code_location(dagster_url: str, project: Project | None = None) -> No
 
 
 def _use_config(config: Path | None) -> Path:
-    """The project's larder.yaml, made absolute and exported, so every child process reads the same one."""
-    path = Path(config).resolve() if config is not None else default_config_path().resolve()
-    os.environ["LARDER_CONFIG"] = str(path)
-    return path
+    """The project's larder.yaml, made absolute (the child processes get it as $LARDER_CONFIG)."""
+    return Path(config).resolve() if config is not None else default_config_path().resolve()
 
 
 def _up(config: Path, paths: Paths, dagster_port: int) -> None:
     project = load_project(config)
     env = _child_env(project, paths)
-    os.environ.update(env)
     _check_ports_free(project, dagster_port)
 
     _say("starting memcached for each region")
@@ -205,7 +203,7 @@ def _up(config: Path, paths: Paths, dagster_port: int) -> None:
 
     _say("building dbt models and materializing every asset (dbt → models → collections)")
     _write_instance(project, paths)
-    _materialize_everything(project)
+    _materialize_everything(project, paths)
     # Dagster's in-process execution leaves SIGTERM mapped to SIGINT's handler: take it back.
     signal.signal(signal.SIGTERM, _raise_stop_requested)
     _rehydrate_all(project)
@@ -214,45 +212,42 @@ def _up(config: Path, paths: Paths, dagster_port: int) -> None:
     _say("starting the API for each region and the Dagster UI")
     for region in project.enabled_regions:
         _spawn(paths, f"api-{region}", [sys.executable, "-m", "orchestration.cli", "serve", "--region", region], env)
-    code_port = _free_port()
+    code_port = free_port()
     paths.workspace.write_text(
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {code_port}\n"
         f"      location_name: {CODE_LOCATION}\n"
     )
     _spawn(paths, "dagster-code-server",
-           [_bin("dagster"), "code-server", "start", "-m", "orchestration.definitions", "--location-name", CODE_LOCATION,
+           [executable("dagster"), "code-server", "start", "-m", "orchestration.definitions", "--location-name", CODE_LOCATION,
             "-h", "127.0.0.1", "-p", str(code_port)], env)
-    _wait_for_port("127.0.0.1", code_port, "the Dagster code server", timeout=READY_TIMEOUT_SECONDS)
+    _wait_for_port("127.0.0.1", code_port, "the Dagster code server", paths, timeout=READY_TIMEOUT_SECONDS)
     workspace = str(paths.workspace)
     _spawn(paths, "dagster-webserver",
-           [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(dagster_port), "-w", workspace], env)
-    _spawn(paths, "dagster-daemon", [_bin("dagster-daemon"), "run", "-w", workspace], env)
+           [executable("dagster-webserver"), "-h", "127.0.0.1", "-p", str(dagster_port), "-w", workspace], env)
+    _spawn(paths, "dagster-daemon", [executable("dagster-daemon"), "run", "-w", workspace], env)
     dagster_url = f"http://127.0.0.1:{dagster_port}"
     _spawn(paths, "watch", [sys.executable, "-m", "orchestration.cli", "watch", "--dagster-url", dagster_url], env)
     for region in project.enabled_regions:
         spec = project.regions[region]
-        _wait_for_http(f"http://{spec.host}:{spec.port}/readyz", f"API {region}")
-    _wait_for_http(f"{dagster_url}/server_info", "Dagster UI")
+        _wait_for_http(f"http://{spec.host}:{spec.port}/readyz", f"API {region}", paths)
+    _wait_for_http(f"{dagster_url}/server_info", "Dagster UI", paths)
     _print_banner(project, secret, paths, dagster_url)
 
 
 def _child_env(project: Project, paths: Paths) -> dict[str, str]:
-    env = {
+    # No LARDER_WAREHOUSE_PATH: Dagster's dbt builds are told the warehouse file (assets/dbt.py).
+    return {
         "LARDER_CONFIG": str(project.path.resolve()),
         "LARDER_HOME": str(paths.home),
         "DAGSTER_HOME": str(paths.dagster_home),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    url = project.spec.warehouse.url
-    if url.startswith("duckdb:///"):
-        env["LARDER_WAREHOUSE_PATH"] = str(Path(url.removeprefix("duckdb:///")).resolve())
-    return env
 
 
 def _check_ports_free(project: Project, dagster_port: int) -> None:
     """Fail before starting anything when another stack (or anything else) holds a port this one needs."""
     wanted = [(project.regions[r].host, project.regions[r].port, f"API {r}") for r in project.enabled_regions]
-    wanted += [(server.rpartition(":")[0], int(server.rpartition(":")[2]), f"memcached {server} of region {region}")
+    wanted += [(*host_port(server), f"memcached {server} of region {region}")
                for region, server in _local_memcached_servers(project)]
     wanted.append(("127.0.0.1", dagster_port, "Dagster UI (--dagster-port)"))
     for host, port, what in wanted:
@@ -269,8 +264,7 @@ def _local_memcached_servers(project: Project) -> list[tuple[str, str]]:
     servers = []
     for region in project.enabled_regions:
         for server in project.regions[region].servers:
-            host = server.rpartition(":")[0]
-            if host in LOCAL_HOSTS:
+            if host_port(server)[0] in LOCAL_HOSTS:
                 servers.append((region, server))
     return servers
 
@@ -279,12 +273,12 @@ def _start_memcached(paths: Paths, region: str, server: str) -> None:
     binary = shutil.which("memcached")
     if binary is None:
         raise SystemExit("larder: memcached is not installed; `make run` installs it with apt-get (needs root)")
-    host, _, port = server.rpartition(":")
-    command = [binary, "-l", host, "-p", port, "-m", "256", "-U", "0"]
+    host, port = host_port(server)
+    command = [binary, "-l", host, "-p", str(port), "-m", "256", "-U", "0"]
     if os.geteuid() == 0:
         command += ["-u", "root"]  # memcached refuses to run as root without it
     _spawn(paths, f"memcached-{region}-{port}", command, {})
-    _wait_for_port(host, int(port), f"memcached {server}")
+    _wait_for_port(host, port, f"memcached {server}", paths)
 
 
 def _write_instance(project: Project, paths: Paths) -> None:
@@ -293,14 +287,14 @@ def _write_instance(project: Project, paths: Paths) -> None:
     shutil.copyfile(own if own.exists() else DEFAULT_INSTANCE, paths.dagster_home / "dagster.yaml")
 
 
-def _materialize_everything(project: Project) -> None:
+def _materialize_everything(project: Project, paths: Paths) -> None:
     import dagster as dg
 
     from orchestration.definitions import build_definitions
     from orchestration.jobs import run_bootstrap
 
     defs = build_definitions(project)
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(paths.dagster_home.resolve()))
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     if not run_bootstrap(defs, instance, quiet_logs).success:
         raise SystemExit("larder: materializing the assets failed; see the run in the Dagster UI or the log above")
@@ -458,24 +452,14 @@ def _reap_children() -> None:
 # --- waiting and printing -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _wait_for_port(host: str, port: int, what: str, paths: Paths, timeout: float = 15.0) -> None:
+    try:
+        wait_for_port(port, timeout, host)
+    except TimeoutError:
+        raise SystemExit(f"larder: {what} did not start listening on {host}:{port}; see {paths.logs}") from None
 
 
-def _wait_for_port(host: str, port: int, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.3):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"larder: {what} did not start listening on {host}:{port}; see {os.environ['LARDER_HOME']}/logs")
-
-
-def _wait_for_http(url: str, what: str) -> None:
+def _wait_for_http(url: str, what: str, paths: Paths) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         try:
@@ -485,12 +469,7 @@ def _wait_for_http(url: str, what: str) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise SystemExit(f"larder: {what} is not ready at {url}; see {os.environ['LARDER_HOME']}/logs")
-
-
-def _bin(name: str) -> str:
-    beside_python = Path(sys.executable).with_name(name)
-    return str(beside_python) if beside_python.exists() else name
+    raise SystemExit(f"larder: {what} is not ready at {url}; see {paths.logs}")
 
 
 def _is_demo(project: Project) -> bool:

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from urllib.parse import quote
 import yaml
 
 from orchestration.config.load import ConfigError, load_project
+from orchestration.machine import executable
 
 DEFAULT_INSTANCE = Path(__file__).resolve().parent / "dagster.yaml"
 REGION = "main"
@@ -200,7 +200,7 @@ def _render(text: str) -> str:
 
 def parse_dbt_project(dbt: DbtTarget) -> dict[str, Any]:
     """Run `dbt parse` (the manifest Larder reads dbt models and meta syncs from) and load the manifest."""
-    command = [_dbt(), "parse", "--quiet", "--project-dir", str(dbt.project_dir), "--profiles-dir", str(dbt.profiles_dir),
+    command = [executable("dbt"), "parse", "--quiet", "--project-dir", str(dbt.project_dir), "--profiles-dir", str(dbt.profiles_dir),
                "--target", dbt.target]
     print(f"larder: {' '.join(command[:2])} (dbt project {dbt.project_dir})", flush=True)
     result = subprocess.run(command, cwd=dbt.project_dir, capture_output=True, text=True)
@@ -412,8 +412,3 @@ def _read_yaml(path: Path) -> Any:
 def _yaml_text(value: str) -> str:
     """A YAML scalar for `value`, quoted only when it needs to be."""
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
-
-
-def _dbt() -> str:
-    beside_python = Path(sys.executable).with_name("dbt")
-    return str(beside_python) if beside_python.exists() else "dbt"

@@ -32,8 +32,10 @@ from orchestration.assets.keys import (
 )
 from orchestration.config.load import REPO_ROOT, Project
 from orchestration.config.specs import SyncSpec, UpstreamTrigger
-from orchestration.resources import LarderResource
+from orchestration.resources import RegionCaches, run_services
+from orchestration.store.state import StateStore
 from orchestration.sync import rehydrate_region
+from orchestration.sync.warehouse import Warehouse
 
 DBT_JOB_NAME = "dbt_build"
 BOOTSTRAP_JOB_NAME = "larder_up"
@@ -133,14 +135,18 @@ def _sync_chain(spec: SyncSpec) -> tuple[dg.AssetKey, ...]:
 
 
 def build_rehydrate_jobs(project: Project) -> list[dg.JobDefinition]:
-    return [_rehydrate_job(region) for region in project.enabled_regions]
+    return [_rehydrate_job(project, region) for region in project.enabled_regions]
 
 
-def _rehydrate_job(region: str) -> dg.JobDefinition:
+def _rehydrate_job(project: Project, region: str) -> dg.JobDefinition:
     @dg.op(name=f"rehydrate_{region}_cache")
-    def rehydrate(context: dg.OpExecutionContext, larder: LarderResource) -> dict:
-        with larder.services() as services:
-            totals = rehydrate_region(services, region)
+    def rehydrate(
+        context: dg.OpExecutionContext,
+        state: dg.ResourceParam[StateStore],
+        warehouse: dg.ResourceParam[Warehouse],
+        caches: dg.ResourceParam[RegionCaches],
+    ) -> dict:
+        totals = rehydrate_region(run_services(project, state, warehouse, caches), region)
         context.log.info(f"rehydrated region {region}: {totals}")
         return totals
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestration.config.load import REPO_ROOT
 from tests.test_init import OUTSIDE
 
-COPIED = ("orchestration", "serving", "tests", "dbt_project", "pyproject.toml", "workspace.yaml")
+COPIED = ("orchestration", "serving", "tests", "bench", "dbt_project", "pyproject.toml", "workspace.yaml")
 SKIPPED = shutil.ignore_patterns(".venv", ".larder", "target", "logs", "__pycache__", "*.pyc", "dbt_packages")
 DEMO_READING_TESTS = (
     "tests/orchestration", "tests/config", "tests/serving/test_lineage.py", "tests/serving/test_openapi.py",

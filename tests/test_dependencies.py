@@ -28,6 +28,26 @@ def test_orchestration_never_imports_the_serving_package():
     assert offenders == []
 
 
+def modules_run_by_name(package: str, prefix: str) -> dict[str, set[str]]:
+    """Module names under `prefix` that `package` names in strings (`python -m tests.x`), by module path."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO_ROOT / package).rglob("*.py")):
+        names = {
+            node.value for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(prefix)
+        }
+        if names:
+            found[str(path.relative_to(REPO_ROOT))] = names
+    return found
+
+
+def test_the_benchmarks_neither_import_nor_run_anything_of_the_tests():
+    offenders = sorted(module for module, names in imported_packages("bench").items() if "tests" in names)
+
+    assert offenders == []
+    assert modules_run_by_name("bench", "tests.") == {}
+
+
 SYSTEM_PREFIXES = ("/tmp", "/dev", "/proc", "/usr", "/bin", "/etc")
 
 

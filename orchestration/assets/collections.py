@@ -12,7 +12,7 @@ import dagster as dg
 from orchestration.assets.keys import collection_key, sync_key
 from orchestration.assets.syncs import collection_syncs
 from orchestration.config.load import Project
-from orchestration.resources import LarderResource
+from orchestration.store.state import StateStore
 
 
 def build_collection_assets(
@@ -45,9 +45,8 @@ def _collection_asset(project: Project, collection: str, condition: dg.Automatio
             "lookup": f"GET /v1/collections/{collection}/records/{{index}}/{{value}}",
         },
     )
-    def collection_asset(context: dg.AssetExecutionContext, larder: LarderResource) -> dg.MaterializeResult:
-        with larder.services() as services:
-            counts = services.state.record_counts(collection)
+    def collection_asset(context: dg.AssetExecutionContext, state: dg.ResourceParam[StateStore]) -> dg.MaterializeResult:
+        counts = state.record_counts(collection)
         context.log.info(f"collection {collection}: {counts.records} records")
         return dg.MaterializeResult(
             metadata={

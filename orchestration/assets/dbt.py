@@ -18,9 +18,12 @@ from packaging import version
 
 from orchestration.assets.keys import DBT_KEY_PREFIX
 from orchestration.config.load import Project
+from orchestration.machine import executable
 
 DBT_GROUP = "dbt"
 PARTIAL_PARSE = "partial_parse.msgpack"
+# The dbt var the demo's profile reads its DuckDB file from (see profiles.yml).
+WAREHOUSE_PATH_VAR = "larder_warehouse_path"
 
 
 class LarderDbtTranslator(DagsterDbtTranslator):
@@ -40,7 +43,6 @@ class LarderDbtTranslator(DagsterDbtTranslator):
 def dbt_project_of(project: Project) -> DbtProject | None:
     if project.spec.dbt is None:
         return None
-    _export_warehouse_path(project)
     dbt = DbtProject(
         project_dir=project.spec.dbt.project_dir,
         profiles_dir=project.spec.dbt.profiles_dir,
@@ -68,10 +70,12 @@ class LarderDbtCliResource(DbtCliResource):
         return None
 
 
-def build_dbt_assets(dbt: DbtProject) -> dg.AssetsDefinition:
+def build_dbt_assets(project: Project, dbt: DbtProject) -> dg.AssetsDefinition:
+    build = ["build", *warehouse_vars(project)]
+
     @dbt_assets(manifest=dbt.manifest_path, project=dbt, dagster_dbt_translator=LarderDbtTranslator())
     def larder_dbt_models(context: dg.AssetExecutionContext, dbt_cli: DbtCliResource):
-        invocation = dbt_cli.cli(["build"], context=context)
+        invocation = dbt_cli.cli(build, context=context)
         try:
             yield from invocation.stream()
         finally:
@@ -81,7 +85,7 @@ def build_dbt_assets(dbt: DbtProject) -> dg.AssetsDefinition:
 
 
 def dbt_resource(dbt: DbtProject) -> DbtCliResource:
-    return LarderDbtCliResource(project_dir=dbt, dbt_executable=_dbt_executable())
+    return LarderDbtCliResource(project_dir=dbt, dbt_executable=executable("dbt"))
 
 
 def _keep_partial_parse(invocation: DbtCliInvocation, target: Path) -> None:
@@ -125,13 +129,11 @@ def dbt_tests_upstream_of(dbt_assets_def: dg.AssetsDefinition | None, key: dg.As
     ))
 
 
-def _dbt_executable() -> str:
-    beside_python = Path(sys.executable).with_name("dbt")
-    return str(beside_python) if beside_python.exists() else "dbt"
-
-
-def _export_warehouse_path(project: Project) -> None:
-    """dbt's profile reads LARDER_WAREHOUSE_PATH: point it at the file Larder's warehouse URL names."""
+def warehouse_vars(project: Project) -> list[str]:
+    """`--vars` telling dbt the DuckDB file Larder's warehouse URL names (the profile reads the
+    `larder_warehouse_path` var), so dbt writes where the syncs read; none for other warehouses."""
     url = project.spec.warehouse.url
-    if url.startswith("duckdb:///"):
-        os.environ["LARDER_WAREHOUSE_PATH"] = str(Path(url.removeprefix("duckdb:///")).resolve())
+    if not url.startswith("duckdb:///"):
+        return []
+    path = Path(url.removeprefix("duckdb:///")).resolve()
+    return ["--vars", json.dumps({WAREHOUSE_PATH_VAR: str(path)})]

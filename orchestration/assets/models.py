@@ -18,7 +18,6 @@ from orchestration.assets.checks import check_results, check_specs
 from orchestration.assets.keys import dbt_model_key, model_key, model_name
 from orchestration.config.load import Project
 from orchestration.config.specs import SyncSpec
-from orchestration.resources import LarderResource
 from orchestration.sync.mapping import json_default
 from orchestration.sync.warehouse import Warehouse
 
@@ -74,13 +73,11 @@ def _model_asset(
         automation_condition=condition,
         pool="warehouse",
     )
-    def model_asset(context: dg.AssetExecutionContext, larder: LarderResource) -> dg.MaterializeResult:
-        with larder.services() as services:
-            warehouse = services.warehouse
-            rows = warehouse.count(sql)
-            types = warehouse_column_types(warehouse, sql)
-            preview = warehouse.preview(sql, PREVIEW_ROWS)
-            checks = [result for reader in readers for result in check_results(services.project, reader, warehouse)]
+    def model_asset(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult:
+        rows = warehouse.count(sql)
+        types = warehouse_column_types(warehouse, sql)
+        preview = warehouse.preview(sql, PREVIEW_ROWS)
+        checks = [result for reader in readers for result in check_results(project, reader, warehouse)]
         context.log.info(f"model {model_name(spec)}: {rows} rows, {len(types)} columns")
         return dg.MaterializeResult(
             metadata={

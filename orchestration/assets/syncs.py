@@ -14,8 +14,10 @@ from orchestration.assets.gate import Hold, guarding_checks, held_back_message, 
 from orchestration.assets.keys import dbt_model_key, model_key, sync_key
 from orchestration.config.load import Project
 from orchestration.config.specs import FieldSpec, ManualTrigger, ScheduleTrigger, SyncSpec
-from orchestration.resources import LarderResource
+from orchestration.resources import RegionCaches, run_services
+from orchestration.store.state import StateStore
 from orchestration.sync import SyncFailed, SyncReport, run_sync
+from orchestration.sync.warehouse import Warehouse
 
 COUNT_NAMES = ("added", "changed", "rewritten", "removed", "kept", "rejected", "unchanged", "caught_up")
 # In a run, a sync whose model is read goes before the next model: each collection is served as
@@ -75,7 +77,13 @@ def _sync_asset(
         },
         check_specs=[_guard_check_spec(spec, guards)] if guards else None,
     )
-    def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig, larder: LarderResource):
+    def sync_asset(
+        context: dg.AssetExecutionContext,
+        config: SyncRunConfig,
+        state: dg.ResourceParam[StateStore],
+        warehouse: dg.ResourceParam[Warehouse],
+        caches: dg.ResourceParam[RegionCaches],
+    ):
         failed = holds(context.instance, guards)
         if failed:
             yield _guard_result(spec, failed)
@@ -84,23 +92,22 @@ def _sync_asset(
                 metadata={"held_back_by": _held_back_by(failed)},
                 allow_retries=False,
             )
-        with larder.services() as services:
-            try:
-                report = run_sync(
-                    services,
-                    spec.name,
-                    full_resync=config.full_resync,
-                    regions=config.regions or None,
-                    origin=f"dagster:{context.run_id}",
-                    progress=lambda phase, counts: context.log.info(f"{phase}: {counts}"),
-                )
-            except SyncFailed as error:
-                raise dg.Failure(
-                    description=str(error),
-                    metadata=sync_metadata(error.report) if error.report else {},
-                ) from error
-            except ValueError as error:  # a region the sync does not write
-                raise dg.Failure(description=str(error)) from error
+        try:
+            report = run_sync(
+                run_services(project, state, warehouse, caches),
+                spec.name,
+                full_resync=config.full_resync,
+                regions=config.regions or None,
+                origin=f"dagster:{context.run_id}",
+                progress=lambda phase, counts: context.log.info(f"{phase}: {counts}"),
+            )
+        except SyncFailed as error:
+            raise dg.Failure(
+                description=str(error),
+                metadata=sync_metadata(error.report) if error.report else {},
+            ) from error
+        except ValueError as error:  # a region the sync does not write
+            raise dg.Failure(description=str(error)) from error
         yield dg.MaterializeResult(
             metadata=sync_metadata(report),
             check_results=[_guard_result(spec, [])] if guards else None,

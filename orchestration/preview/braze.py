@@ -32,17 +32,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import requests
-from liquid import Environment
-from liquid.ast import Node
-from liquid.builtin.expressions import Identifier
+from liquid import Environment, Node, Tag, TokenStream
+from liquid.builtin.expressions import Identifier  # what Node.template_scope returns
 from liquid.exceptions import LiquidError
-from liquid.tag import Tag
 from liquid.token import TOKEN_EXPRESSION, TOKEN_TAG
 
 from orchestration.preview.filters import register_braze_filters
 
 BRAZE_ATTRIBUTE = re.compile(r"\{\{(-?\s*)\$\{(\w+)\}")
 OPTION = re.compile(r":(\w+)")
+SPACE = re.compile(r"\s*")
+WORD = re.compile(r"\S*")
 SAVE_OPTION = re.compile(r":save\s+(\w+)")
 JSON = json.JSONDecoder()
 
@@ -136,7 +136,7 @@ class ConnectedContentTag(Tag):
     name = "connected_content"
     block = False
 
-    def parse(self, stream) -> Node:
+    def parse(self, stream: TokenStream) -> Node:
         token = stream.eat(TOKEN_TAG)
         expression = stream.expect(TOKEN_EXPRESSION)  # left current: the parser steps past it
         saves = SAVE_OPTION.search(expression.value)
@@ -214,12 +214,8 @@ def _excerpt(text: str, limit: int = 200) -> str:
 
 
 def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position].isspace():
-        position += 1
-    return position
+    return SPACE.match(text, position).end()
 
 
 def _token_end(text: str, position: int) -> int:
-    while position < len(text) and not text[position].isspace():
-        position += 1
-    return position
+    return WORD.match(text, position).end()

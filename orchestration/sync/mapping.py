@@ -9,13 +9,8 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping, Sequence
 
 import orjson
-from liquid.builtin.content import ContentNode
-from liquid.builtin.expressions.filtered import FilteredExpression
-from liquid.builtin.expressions.path import Path
-from liquid.builtin.output import OutputNode
-from liquid.stringify import to_liquid_string
 
-from orchestration.config.liquid import LiquidError, parse_template
+from orchestration.config.liquid import LiquidError, direct_renderer, parse_template
 from orchestration.config.specs import FieldType, SyncSpec
 from orchestration.store.keys import index_text
 
@@ -195,48 +190,6 @@ def _field_step(field) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]
         return convert(text)
 
     return field.path, render
-
-
-# Path segments Liquid resolves specially (`list.size`, `list.first`...): left to Liquid itself.
-_SPECIAL_PROPERTIES = frozenset({"size", "first", "last"})
-
-
-def direct_renderer(template) -> Callable[[dict[str, Any]], str | None] | None:
-    """For a template made only of text and `{{ column.key }}` outputs (no filters, tags or
-    special properties), a renderer that looks the values up itself: a Liquid render context per
-    row costs ten times more. It returns None when a value is not a plain dictionary lookup, and
-    the caller renders the template with Liquid (same output, same errors). None if the template
-    has anything else in it."""
-    parts: list[str | tuple[str, ...]] = []
-    for node in template.nodes:
-        if isinstance(node, ContentNode):
-            parts.append(node.text)
-            continue
-        expression = getattr(node, "expression", None)
-        if not (isinstance(node, OutputNode) and isinstance(expression, FilteredExpression)
-                and not expression.filters and isinstance(expression.left, Path)):
-            return None
-        path = expression.left.path
-        if not all(isinstance(segment, str) for segment in path) or _SPECIAL_PROPERTIES.intersection(path[1:]):
-            return None
-        parts.append(tuple(path))
-    autoescape = template.env.autoescape
-
-    def render(scope: dict[str, Any]) -> str | None:
-        out = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value: Any = scope
-            for segment in part:
-                if not isinstance(value, dict) or segment not in value:
-                    return None
-                value = value[segment]
-            out.append(to_liquid_string(value, autoescape))
-        return "".join(out)
-
-    return render
 
 
 def _to_string(value: Any) -> str | None:

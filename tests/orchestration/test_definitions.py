@@ -17,11 +17,12 @@ def test_demo_definitions_load_and_validate(demo):
     dg.Definitions.validate_loadable(demo.defs)
 
 
-def test_module_level_definitions_are_the_demo_project(demo):
+def test_the_code_location_loads_the_demo_project_when_dagster_calls_it(demo):
     from orchestration.definitions import defs
 
-    dg.Definitions.validate_loadable(defs)
-    assert {j.name for j in defs.resolve_all_job_defs()} == {j.name for j in demo.defs.resolve_all_job_defs()}
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    assert {j.name for j in loaded.resolve_all_job_defs()} == {j.name for j in demo.defs.resolve_all_job_defs()}
 
 
 def test_every_dbt_model_is_an_asset_under_the_dbt_prefix(demo):

@@ -1,8 +1,8 @@
 """A TCP forwarder put in front of Postgres (tests, `make chaos`), so the state store can be
 frozen (SIGSTOP: connections are accepted by the kernel, nothing is answered) or refuse (killed).
-`tests.support.TcpProxy` runs it.
+`bench.processes.TcpProxy` runs it.
 
-    python -m tests.tcp_proxy LISTEN_PORT TARGET_HOST TARGET_PORT
+    python -m bench.tcp_proxy LISTEN_PORT TARGET_HOST TARGET_PORT
 """
 
 from __future__ import annotations
