@@ -51,7 +51,8 @@ manifest: install
 	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
 
 lint: install
-	$(BIN)/python -m ruff check orchestration serving tests bench || true
+	$(BIN)/python -m ruff check orchestration serving tests bench
+	$(BIN)/python -m mypy
 
 clean: stop
 	rm -rf $(LARDER_HOME) dbt_project/target dbt_project/logs

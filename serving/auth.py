@@ -24,7 +24,7 @@ import math
 import threading
 import time
 import weakref
-from typing import Iterable
+from collections.abc import Iterable
 
 import falcon
 

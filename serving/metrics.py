@@ -21,8 +21,15 @@ from collections import Counter as Tally
 from http import HTTPStatus
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FLUSH_SECONDS = 1.0
@@ -109,8 +116,8 @@ class RequestTally:
         with self._lock:
             requests, latency, cache = self._requests, self._latency, self._cache
             self._reset()
-        for labels, n in requests.items():
-            REQUESTS.labels(*labels).inc(n)
+        for request_labels, n in requests.items():
+            REQUESTS.labels(*request_labels).inc(n)
         for route, (total, counts) in latency.items():
             histogram = LATENCY.labels(route)
             # A Histogram takes one observation at a time, so a tally is added to the child's sum and
@@ -140,7 +147,7 @@ class MetricsMiddleware:
         started = req.context.get("started")
         if started is None:
             return
-        collection = req.context.get("collection", NO_COLLECTION)
+        collection: str = req.context.get("collection") or NO_COLLECTION
         method = req.method if req.method in KNOWN_METHODS else OTHER
         TALLY.request(req.uri_template or UNMATCHED_ROUTE, method,
                       KNOWN_STATUSES.get(resp.status_code, OTHER), collection, time.perf_counter() - started)

@@ -74,12 +74,12 @@ def proxy_to(tmp_path):
     """nginx alone, proxying to a unix socket the test controls; `limits` shortened as needed."""
     started = []
 
-    def start(upstream: Path, limits: ProxyLimits = ProxyLimits()) -> str:
+    def start(upstream: Path, limits: ProxyLimits | None = None) -> str:
         port = free_port()
         runtime = tmp_path / f"nginx-{port}"
         runtime.mkdir()
         nginx = NginxProcess(runtime, render_config(listen=f"127.0.0.1:{port}", upstream=upstream,
-                                                    runtime=runtime, limits=limits))
+                                                    runtime=runtime, limits=limits or ProxyLimits()))
         nginx.start()
         started.append(nginx)
         wait_for_port(port)
