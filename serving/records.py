@@ -27,7 +27,7 @@ from serving.contract import BATCH_BODY_PROPERTIES, MAX_BATCH_VALUES, BatchAnswe
 from serving.errors import ThrottledLog, describe_error
 from serving.fallback import state_read_slot
 from serving.metrics import TALLY
-from serving.state_reads import StateReads, StateUnavailable
+from serving.state_reads import STORE_ERRORS, StateReads, StateUnavailable
 
 log = logging.getLogger("larder.api")
 THROTTLED = ThrottledLog(log)
@@ -119,17 +119,18 @@ class RecordSource:
             self._delete_put_back(self._cache, list(added))
 
     def _recheck(self, added: dict[str, bytes], order: Sequence[str]) -> None:
-        """On a thread of the StateReads pool."""
+        """On a thread of the StateReads pool. Unless the state says which changed, all are deleted: the
+        next lookup reads the state again."""
+        stale = list(added)
         try:
             now = self._state.records_by_keys(list(added), order)
-        except Exception as error:  # cannot tell: delete them all; the next lookup reads the state again
-            THROTTLED.warning("recheck", "could not read back records put in the cache: %s", describe_error(error))
-            stale = list(added)
-        else:
             stale = [key for key, packed in added.items() if key not in now or now[key][0] != packed]
-        if stale:
-            with self._recheck_lock:
-                self._delete_put_back(self._recheck_cache, stale)
+        except STORE_ERRORS as error:
+            THROTTLED.warning("recheck", "could not read back records put in the cache: %s", describe_error(error))
+        finally:
+            if stale:
+                with self._recheck_lock:
+                    self._delete_put_back(self._recheck_cache, stale)
 
     def _delete_put_back(self, cache: RecordCache, keys: list[str]) -> None:
         try:

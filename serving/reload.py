@@ -27,7 +27,8 @@ from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from serving.auth import KeyRing
 from serving.contract import ConfigDetail
-from serving.state_reads import StateReads, api_state_reads, api_state_store
+from serving.errors import describe_error
+from serving.state_reads import STORE_ERRORS, StateReads, api_state_reads, api_state_store
 
 log = logging.getLogger("larder.api")
 
@@ -160,8 +161,8 @@ class ReloadingApp:
                     thing.stop()
                 else:
                     thing.close()
-            except Exception as error:
-                log.warning("closing a replaced connection failed: %s", error)
+            except STORE_ERRORS as error:  # the connection is going anyway
+                log.warning("closing a replaced connection failed: %s", describe_error(error))
 
 
 def _started_keyring(state: StateStore, project: Project) -> KeyRing:

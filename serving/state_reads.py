@@ -89,7 +89,7 @@ class StateReads:
         if self._failing or not self._slots.acquire(blocking=False):
             return False
         try:
-            self._pool.submit(self._run, work)
+            self._pool.submit(self._run_in_background, work)
         except RuntimeError:  # the pool is shut down
             self._slots.release()
             return False
@@ -98,6 +98,14 @@ class StateReads:
     def _run(self, read: Callable[[], T]) -> T:
         try:
             return read()
+        finally:
+            self._slots.release()
+
+    def _run_in_background(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:  # nobody waits for this future: a bug would vanish with it unless logged here
+            log.exception("a background read of the state store failed unexpectedly")
         finally:
             self._slots.release()
 
@@ -116,8 +124,11 @@ class StateReads:
         while not stop.wait(self._retry_after):
             try:
                 self._state.ping()
-            except Exception as error:  # still failing: the next probe is `retry_after` from now
+            except STORE_ERRORS as error:  # still failing: the next probe is `retry_after` from now
                 THROTTLED.warning("state", "state store unavailable: %s", describe_error(error))
+                continue
+            except Exception:  # a bug, not an outage: say so loudly, and keep probing (reads wait on it)
+                log.exception("probing the state store failed unexpectedly")
                 continue
             with self._lock:
                 self._failing = False
