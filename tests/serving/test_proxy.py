@@ -112,6 +112,7 @@ def test_when_no_worker_answers_in_time_the_proxy_answers_504_json(proxy_to, tmp
 
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "gateway_timeout"
+    assert response.headers["Retry-After"] == "1"
 
 
 def test_the_client_address_reaches_the_app_and_a_forged_one_does_not(launched):
