@@ -76,11 +76,12 @@ class LineageResource:
         ])  # one bounded read for every sync
         syncs: list[SyncLineage] = []
         for sync, (last, last_success) in zip(declared, runs, strict=True):
+            success = _run(last_success, samples=False)
             syncs.append({
                 **sync,
                 "last_run": _run(last, samples=False),
-                "last_successful_run": _run(last_success, samples=False),
-                "data_age_seconds": round(now - last_success["started_at"], 3) if last_success else None,
+                "last_successful_run": success,
+                "data_age_seconds": round(now - success["started_at"], 3) if success else None,
             })
         answer: Lineage = {
             "name": summary["name"],
@@ -188,7 +189,8 @@ def _run(run: dict[str, Any] | None, *, samples: bool) -> Run | None:
 
 
 def _run_shown(run: dict[str, Any], *, samples: bool) -> Run:
-    """A run as the state store reads it (a row's mapping), as the API shows it."""
+    """A run as the state store reads it (a row's mapping), as the API shows it: the one place
+    serving reads a run row."""
     finished = run["finished_at"]
     shown: Run = {
         "id": run["id"],
