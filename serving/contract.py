@@ -11,9 +11,8 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import orjson
 
+# The sync configuration's enums, as the API shows them (a sync's `delete`, a field's `type`).
 from orchestration.config.specs import DeleteBehaviour, FieldType
-
-__all__ = ["DeleteBehaviour", "FieldType"]  # the sync configuration's enums, as the API shows them
 
 
 class ErrorCode(StrEnum):
@@ -140,6 +139,8 @@ MAX_RUNS = 100  # runs one /v1/syncs/{sync}/runs answer lists
 DEFAULT_RUNS = 20
 MAX_BODY = "1m"  # a request body, in nginx's units (a batch POST of 100 values needs a few KB)
 MAX_LINE = "64k"  # the request line and each header line (a batch GET of 100 long values fits)
+# Retry-After of a 503 keys_unavailable or state_unavailable (the state store is probed this often).
+STATE_RETRY_AFTER_SECONDS = 1
 
 
 # Answers. `orjson.Fragment` is a record's JSON exactly as synced (the document's Record).

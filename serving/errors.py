@@ -16,7 +16,7 @@ from typing import Any
 import falcon
 import orjson
 
-from serving.contract import ERROR_STATUS, FALCON_STATUS_CODES, Error, ErrorCode
+from serving.contract import ERROR_STATUS, FALCON_STATUS_CODES, STATE_RETRY_AFTER_SECONDS, Error, ErrorCode
 
 log = logging.getLogger("larder.api")
 
@@ -71,12 +71,12 @@ def out_of_scope(what: str) -> ApiError:
 def keys_unavailable() -> ApiError:
     return ApiError(
         ErrorCode.KEYS_UNAVAILABLE, "API keys cannot be checked: the state store is unreachable",
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": str(STATE_RETRY_AFTER_SECONDS)},
     )
 
 
 def state_unavailable(message: str) -> ApiError:
-    return ApiError(ErrorCode.STATE_UNAVAILABLE, message, headers={"Retry-After": "1"})
+    return ApiError(ErrorCode.STATE_UNAVAILABLE, message, headers={"Retry-After": str(STATE_RETRY_AFTER_SECONDS)})
 
 
 def rate_limited(retry_after: int) -> ApiError:

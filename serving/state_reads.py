@@ -21,6 +21,7 @@ from typing import TypeVar
 import sqlalchemy.exc
 
 from orchestration.store.state import StateStore, make_engine
+from serving.contract import STATE_RETRY_AFTER_SECONDS
 from serving.errors import ThrottledLog, describe_error
 
 log = logging.getLogger("larder.api")
@@ -32,7 +33,6 @@ T = TypeVar("T")
 # A request waits at most STATE_DEADLINE_SECONDS for a state read, then answers 503
 # state_unavailable with Retry-After: STATE_RETRY_AFTER_SECONDS.
 STATE_DEADLINE_SECONDS = 1.0
-STATE_RETRY_AFTER_SECONDS = 1
 STATE_STATEMENT_TIMEOUT_SECONDS = 1.0  # on the server (Postgres statement_timeout; SQLite busy timeout)
 STATE_CONNECT_TIMEOUT_SECONDS = 2.0  # libpq's least
 STATE_IO_TIMEOUT_SECONDS = 2.0  # the client gives up on a connection whose server stopped answering
