@@ -33,7 +33,6 @@ log = logging.getLogger("larder.api")
 THROTTLED = ThrottledLog(log)
 
 
-
 class RecordSource:
     """Finds records' packed values: the region's cache, else the state (putting them back)."""
 

@@ -163,6 +163,8 @@ class ReloadingApp:
                     thing.close()
             except STORE_ERRORS as error:  # the connection is going anyway
                 log.warning("closing a replaced connection failed: %s", describe_error(error))
+            except Exception:  # a bug: logged, but it must not keep the new configuration from being served
+                log.exception("closing a replaced %s failed unexpectedly", type(thing).__name__)
 
 
 def _started_keyring(state: StateStore, project: Project) -> KeyRing:
