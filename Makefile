@@ -53,7 +53,8 @@ manifest: install
 		--vars '{"larder_warehouse_path": "$(LARDER_WAREHOUSE_PATH)"}'
 
 lint: install
-	$(BIN)/python -m ruff check orchestration serving tests bench || true
+	$(BIN)/python -m ruff check orchestration serving tests bench
+	$(BIN)/python -m mypy
 
 clean: stop
 	rm -rf $(LARDER_HOME) dbt_project/target dbt_project/logs

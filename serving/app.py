@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import falcon
 import orjson
@@ -45,7 +46,7 @@ def create_app(
         keyring.start()
     reads = reads or api_state_reads(state)
 
-    app = falcon.App(middleware=[
+    middleware: list[Any] = [
         MetricsMiddleware(project.collection_names),
         RawUtf8PathMiddleware(),
         AuthMiddleware(
@@ -55,7 +56,8 @@ def create_app(
             limits=RateLimits(cache),
             default_rate_limit=api.rate_limit_per_second,
         ),
-    ])
+    ]
+    app = falcon.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     # Request bodies are JSON only (a form body is 415, as the OpenAPI document says).
     app.req_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})

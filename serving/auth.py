@@ -24,7 +24,7 @@ import math
 import threading
 import time
 import weakref
-from typing import Iterable
+from collections.abc import Iterable
 
 import falcon
 
@@ -33,6 +33,7 @@ from orchestration.store.keys import counter_key
 from orchestration.store.state import KeyInfo, StateStore, secret_matches, split_secret
 from serving import errors
 from serving.errors import ThrottledLog, describe_error
+from serving.state_reads import STORE_ERRORS
 
 log = logging.getLogger("larder.api")
 THROTTLED = ThrottledLog(log)
@@ -97,7 +98,7 @@ class KeyRing:
         """Reload, logging (throttled) a failure instead of raising: the last keys stay in use."""
         try:
             self.reload()
-        except Exception as error:
+        except STORE_ERRORS as error:
             THROTTLED.warning("keys", "cannot reload API keys from the state store (%s); the keys loaded last "
                               "stay in use", describe_error(error))
         else:
@@ -142,7 +143,10 @@ def _refresh_forever(ring_ref: weakref.ref, interval: float, stopped: threading.
         ring = ring_ref()
         if ring is None:  # the app that owned it was replaced
             return
-        ring.reload_or_warn()
+        try:
+            ring.reload_or_warn()
+        except Exception:  # a bug, not an outage: say so loudly, and keep refreshing (revocations depend on it)
+            log.exception("reloading the API keys failed unexpectedly; the keys loaded last stay in use")
         del ring
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from orchestration.store.cache import CacheUnavailable, RecordCache
 

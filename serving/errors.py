@@ -11,9 +11,12 @@ import logging
 import threading
 import time
 import traceback
+from typing import Any
 
 import falcon
 import orjson
+
+from serving.contract import ERROR_STATUS, FALCON_STATUS_CODES, STATE_RETRY_AFTER_SECONDS, Error, ErrorCode
 
 log = logging.getLogger("larder.api")
 
@@ -21,34 +24,33 @@ LOG_INTERVAL_SECONDS = 10.0
 
 
 class ApiError(falcon.HTTPError):
-    """An error with a stable machine-readable code."""
+    """An error with a stable machine-readable code, answered with that code's status."""
 
-    def __init__(self, status: str, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(status, title=code, description=message, headers=headers)
-        self.code = code
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None):
+        status = ERROR_STATUS[code]
+        super().__init__(falcon.code_to_http_status(status), title=code.value, description=message, headers=headers)
+        self.error_code = code
         self.message = message
 
 
 def unknown_collection(name: str) -> ApiError:
-    return ApiError(falcon.HTTP_404, "unknown_collection", f"collection {name!r} does not exist")
+    return ApiError(ErrorCode.UNKNOWN_COLLECTION, f"collection {name!r} does not exist")
 
 
 def unknown_index(collection: str, index: str, known: tuple[str, ...]) -> ApiError:
     return ApiError(
-        falcon.HTTP_404,
-        "unknown_index",
+        ErrorCode.UNKNOWN_INDEX,
         f"collection {collection!r} has no index {index!r} (indices: {', '.join(known)})",
     )
 
 
 def record_not_found(collection: str, index: str) -> ApiError:
-    return ApiError(falcon.HTTP_404, "record_not_found", f"no record in {collection!r} with that {index}")
+    return ApiError(ErrorCode.RECORD_NOT_FOUND, f"no record in {collection!r} with that {index}")
 
 
 def missing_key() -> ApiError:
     return ApiError(
-        falcon.HTTP_401,
-        "missing_api_key",
+        ErrorCode.MISSING_API_KEY,
         "send an API key as 'Authorization: Bearer <key>'",
         headers={"WWW-Authenticate": 'Bearer realm="larder"'},
     )
@@ -56,88 +58,73 @@ def missing_key() -> ApiError:
 
 def bad_key() -> ApiError:
     return ApiError(
-        falcon.HTTP_401,
-        "invalid_api_key",
+        ErrorCode.INVALID_API_KEY,
         "the API key is not valid (unknown, malformed or revoked)",
         headers={"WWW-Authenticate": 'Bearer realm="larder", error="invalid_token"'},
     )
 
 
 def out_of_scope(what: str) -> ApiError:
-    return ApiError(falcon.HTTP_403, "out_of_scope", f"this API key may not read {what}")
+    return ApiError(ErrorCode.OUT_OF_SCOPE, f"this API key may not read {what}")
 
 
 def keys_unavailable() -> ApiError:
     return ApiError(
-        falcon.HTTP_503, "keys_unavailable", "API keys cannot be checked: the state store is unreachable",
-        headers={"Retry-After": "1"},
+        ErrorCode.KEYS_UNAVAILABLE, "API keys cannot be checked: the state store is unreachable",
+        headers={"Retry-After": str(STATE_RETRY_AFTER_SECONDS)},
     )
 
 
 def state_unavailable(message: str) -> ApiError:
-    return ApiError(falcon.HTTP_503, "state_unavailable", message, headers={"Retry-After": "1"})
+    return ApiError(ErrorCode.STATE_UNAVAILABLE, message, headers={"Retry-After": str(STATE_RETRY_AFTER_SECONDS)})
 
 
 def rate_limited(retry_after: int) -> ApiError:
     return ApiError(
-        falcon.HTTP_429, "rate_limited", f"this API key's rate limit is exceeded; retry in {retry_after}s",
+        ErrorCode.RATE_LIMITED, f"this API key's rate limit is exceeded; retry in {retry_after}s",
         headers={"Retry-After": str(retry_after)},
     )
 
 
 def too_many_invalid_keys(retry_after: int) -> ApiError:
     return ApiError(
-        falcon.HTTP_429, "too_many_invalid_keys",
+        ErrorCode.TOO_MANY_INVALID_KEYS,
         f"too many invalid API keys from this address; retry in {retry_after}s",
         headers={"Retry-After": str(retry_after)},
     )
 
 
 def unknown_sync(name: str) -> ApiError:
-    return ApiError(falcon.HTTP_404, "unknown_sync", f"sync {name!r} does not exist")
+    return ApiError(ErrorCode.UNKNOWN_SYNC, f"sync {name!r} does not exist")
 
 
 def invalid_values(message: str) -> ApiError:
-    return ApiError(falcon.HTTP_400, "invalid_values", message)
+    return ApiError(ErrorCode.INVALID_VALUES, message)
 
 
 def invalid_parameter(message: str) -> ApiError:
-    return ApiError(falcon.HTTP_400, "invalid_parameter", message)
+    return ApiError(ErrorCode.INVALID_PARAMETER, message)
 
 
 def unknown_property(names: list[str], known: list[str]) -> ApiError:
     return ApiError(
-        falcon.HTTP_400, "unknown_property",
+        ErrorCode.UNKNOWN_PROPERTY,
         f"unknown propert{'y' if len(names) == 1 else 'ies'} {', '.join(map(repr, names))} in the body; "
         f"it takes {', '.join(map(repr, known))}",
     )
 
 
-# Falcon's own errors (unknown route, bad method, ...) get codes from their status.
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    411: "length_required",
-    413: "payload_too_large",
-    414: "uri_too_long",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    431: "headers_too_large",
-    500: "internal_error",
-    503: "unavailable",
-}
+def not_ready(message: str) -> ApiError:
+    return ApiError(ErrorCode.NOT_READY, message)
 
 
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
-    code = getattr(error, "code", None)
-    if not isinstance(code, str):
-        code = _STATUS_CODES.get(error.status_code, "error")
-    message = getattr(error, "message", None) or error.description or _default_message(req, error.status_code, code)
-    resp.data = orjson.dumps({"error": {"code": code, "message": message}})
+    if isinstance(error, ApiError):
+        body: Error = {"error": {"code": error.error_code, "message": error.message}}
+    else:  # Falcon's own
+        code = FALCON_STATUS_CODES.get(error.status_code, ErrorCode.ERROR)
+        body = {"error": {"code": code, "message": error.description or _default_message(req, error.status_code, code)}}
+    resp.data = orjson.dumps(body)
     resp.content_type = falcon.MEDIA_JSON
     resp.append_header("Vary", "Accept")
 
@@ -150,7 +137,7 @@ def _default_message(req: falcon.Request, status: int, code: str) -> str:
     return code.replace("_", " ")
 
 
-def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params) -> None:
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
     """Anything not raised as an HTTPError is a 500 with the same JSON shape (and no internals).
 
     The log names the route template, not the path (which holds the index value), and the error by
@@ -158,13 +145,13 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Excepti
     log.error("unhandled error on %s %s: %s\n%s", req.method, req.uri_template or "(no route)",
               describe_error(error), "".join(traceback.format_tb(error.__traceback__)).rstrip())
     resp.status = falcon.HTTP_500
-    serialize_error(req, resp, ApiError(falcon.HTTP_500, "internal_error", "the server failed to answer this request"))
+    serialize_error(req, resp, ApiError(ErrorCode.INTERNAL_ERROR, "the server failed to answer this request"))
 
 
 def describe_error(error: BaseException) -> str:
     """What failed, safe to log: the error's class and those of its causes (a driver's error, an
     errno or SQLSTATE), never their messages."""
-    parts = []
+    parts: list[str] = []
     seen: BaseException | None = error
     while seen is not None and len(parts) < 4:
         part = type(seen).__name__

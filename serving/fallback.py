@@ -25,9 +25,9 @@ import fcntl
 import os
 import struct
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from serving import errors
 

@@ -8,6 +8,7 @@ import falcon
 
 from orchestration.store.cache import CacheUnavailable, RecordCache
 from serving import errors
+from serving.contract import Health, Readiness
 
 if TYPE_CHECKING:
     from serving.reload import ConfigStatus
@@ -17,7 +18,8 @@ class HealthResource:
     """/healthz: the process answers."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        answer: Health = {"status": "ok"}
+        resp.media = answer
 
 
 class ReadinessResource:
@@ -28,7 +30,7 @@ class ReadinessResource:
     {"status": "stale", "error": ...}`): the API stays ready on its last good configuration.
     """
 
-    def __init__(self, cache: RecordCache, region: str, config_status: "ConfigStatus | None" = None):
+    def __init__(self, cache: RecordCache, region: str, config_status: ConfigStatus | None = None):
         self._cache = cache
         self._region = region
         self._config_status = config_status
@@ -37,7 +39,8 @@ class ReadinessResource:
         try:
             self._cache.ping()
         except CacheUnavailable as error:
-            raise errors.ApiError(falcon.HTTP_503, "not_ready", f"region {self._region!r}: {error}") from error
-        resp.media = {"status": "ready", "region": self._region}
+            raise errors.not_ready(f"region {self._region!r}: {error}") from error
+        answer: Readiness = {"status": "ready", "region": self._region}
         if self._config_status is not None:
-            resp.media["config"] = self._config_status.detail()
+            answer["config"] = self._config_status.detail()
+        resp.media = answer

@@ -27,11 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from serving.fallback import RUNTIME_ENV
-from serving.proxy import NginxProcess, ProxyError, nginx_binary, render_config
+from serving.proxy import NginxProcess, ProxyError, nginx_binary, render_config, split_bind
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
 START_TIMEOUT_SECONDS = 60
@@ -70,13 +71,13 @@ def serve(app: str, *, bind: str, name: str = "api", workers: int | None = None,
         _wait_for(lambda: _accepts(socket.AF_UNIX, str(upstream)), gunicorn, "gunicorn")
         nginx = NginxProcess(runtime, render_config(listen=bind, upstream=upstream, runtime=runtime,
                                                     worker_processes=proxy_workers))
-        nginx.start(preexec_fn=_die_with_parent)
-        _wait_for(lambda: _accepts(*_connect_address(bind)), nginx.process, "nginx")
+        nginx_process = nginx.start(preexec_fn=_die_with_parent)
+        _wait_for(lambda: _accepts(*_connect_address(bind)), nginx_process, "nginx")
         for companion in companions:
             companion.start()
             started.append(companion)
         print(f"larder: {name} serving on {bind} (nginx → gunicorn {upstream})", file=sys.stderr, flush=True)
-        return _supervise(gunicorn, nginx, signals)
+        return _supervise(gunicorn, nginx, nginx_process, signals)
     except (ServeError, ProxyError) as error:
         print(f"larder: {error}", file=sys.stderr, flush=True)
         return 1
@@ -93,14 +94,15 @@ def serve(app: str, *, bind: str, name: str = "api", workers: int | None = None,
         signals.restore()
 
 
-def _supervise(gunicorn: subprocess.Popen, nginx: NginxProcess, signals: "_SignalQueue") -> int:
+def _supervise(gunicorn: subprocess.Popen, nginx: NginxProcess, nginx_process: subprocess.Popen,
+               signals: _SignalQueue) -> int:
     while True:
         if gunicorn.poll() is not None:
             print(f"larder: gunicorn exited ({gunicorn.returncode}); stopping nginx", file=sys.stderr, flush=True)
             return gunicorn.returncode or 1
-        if nginx.process.poll() is not None:
-            print(f"larder: nginx exited ({nginx.process.returncode}); stopping gunicorn", file=sys.stderr, flush=True)
-            return nginx.process.returncode or 1
+        if nginx_process.poll() is not None:
+            print(f"larder: nginx exited ({nginx_process.returncode}); stopping gunicorn", file=sys.stderr, flush=True)
+            return nginx_process.returncode or 1
         for signum in signals.drain():
             if signum in STOP_SIGNALS:
                 return 0
@@ -155,11 +157,11 @@ def _connect_address(bind: str) -> tuple[int, object]:
     """Where to connect to reach `bind` (a wildcard host is reached on loopback)."""
     if bind.startswith("unix:"):
         return socket.AF_UNIX, bind.removeprefix("unix:")
-    host, _, port = bind.rpartition(":")
+    host, port = split_bind(bind)
     host = host.strip("[]")
     if ":" in host:
-        return socket.AF_INET6, ("::1" if host == "::" else host, int(port))
-    return socket.AF_INET, ("127.0.0.1" if host in ("0.0.0.0", "") else host, int(port))
+        return socket.AF_INET6, ("::1" if host == "::" else host, port)
+    return socket.AF_INET, ("127.0.0.1" if host == "0.0.0.0" else host, port)
 
 
 def _die_with_parent() -> None:

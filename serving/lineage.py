@@ -7,20 +7,35 @@ on each call (these endpoints are for people and tools, not for send time).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import falcon
 
 from orchestration.config.load import Project
-from orchestration.config.specs import SyncSpec
-from orchestration.store.state import RunStatus, StateStore, SyncRun
+from orchestration.config.specs import FieldSpec, SyncSpec
+from orchestration.store.state import StateStore, SyncRun
 from serving import errors
 from serving.auth import may_read, require_collection_scope
+from serving.contract import (
+    DEFAULT_RUNS,
+    MAX_RUNS,
+    Collection,
+    Collections,
+    FieldLineage,
+    FieldSource,
+    Lineage,
+    Model,
+    Run,
+    RunStatus,
+    SyncDeclaration,
+    SyncLineage,
+    SyncRuns,
+)
 from serving.records import reject_unknown_parameters
 from serving.state_reads import StateReads, StateUnavailable
 
-MAX_RUNS = 100
-DEFAULT_RUNS = 20
+T = TypeVar("T")
 
 
 class CollectionsResource:
@@ -31,7 +46,8 @@ class CollectionsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         key = req.context.key
-        resp.media = {"collections": [c for c in self._collections if may_read(key, c["name"])]}
+        answer: Collections = {"collections": [c for c in self._collections if may_read(key, c["name"])]}
+        resp.media = answer
 
 
 class LineageResource:
@@ -40,28 +56,44 @@ class LineageResource:
     def __init__(self, project: Project, state: StateStore, reads: StateReads):
         self._state = state
         self._reads = reads
-        self._static = {name: _lineage(project, name) for name in project.collection_names}
+        self._summaries = {name: _collection_summary(project, name) for name in project.collection_names}
+        self._syncs = {name: [_sync(project, spec) for spec in project.syncs_for(name)]
+                       for name in project.collection_names}
+        self._fields = {name: [_field(spec, f) for spec in project.syncs_for(name) for f in spec.fields]
+                        for name in project.collection_names}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, collection: str) -> None:
-        static = self._static.get(collection)
-        if static is None:
+        summary = self._summaries.get(collection)
+        if summary is None:
             raise errors.unknown_collection(collection)
         require_collection_scope(req, collection)
         now = time.time()
-        names = [sync["name"] for sync in static["syncs"]]
+        declared = self._syncs[collection]
         runs = _read_state(self._reads, lambda: [
-            (self._state.last_run(name), self._state.last_run_with_status(name, RunStatus.succeeded))
-            for name in names
+            (self._state.last_run(sync["name"]),
+             self._state.last_run_with_status(sync["name"], RunStatus.succeeded))
+            for sync in declared
         ])  # one bounded read for every sync
-        syncs = []
-        for sync, (last, last_success) in zip(static["syncs"], runs):
+        syncs: list[SyncLineage] = []
+        for sync, (last, last_success) in zip(declared, runs, strict=True):
+            success = _run(last_success, samples=False)
             syncs.append({
                 **sync,
                 "last_run": _run(last, samples=False),
-                "last_successful_run": _run(last_success, samples=False),
-                "data_age_seconds": round(now - last_success.started_at, 3) if last_success else None,
+                "last_successful_run": success,
+                "data_age_seconds": round(now - success["started_at"], 3) if success else None,
             })
-        resp.media = {**static, "syncs": syncs}
+        answer: Lineage = {
+            "name": summary["name"],
+            "description": summary["description"],
+            "max_age": summary["max_age"],
+            "primary_index": summary["primary_index"],
+            "indices": summary["indices"],
+            "syncs": syncs,
+            "lookup": summary["lookup"],
+            "fields": self._fields[collection],
+        }
+        resp.media = answer
 
 
 class SyncRunsResource:
@@ -80,7 +112,9 @@ class SyncRunsResource:
         reject_unknown_parameters(req, {"limit"})
         limit = _limit(req.get_param("limit"))
         runs = _read_state(self._reads, lambda: self._state.recent_runs(sync, limit=limit))
-        resp.media = {"sync": sync, "collection": collection, "runs": [_run(run, samples=True) for run in runs]}
+        answer: SyncRuns = {"sync": sync, "collection": collection,
+                            "runs": [_run_shown(run, samples=True) for run in runs]}
+        resp.media = answer
 
 
 def _limit(text: str | None) -> int:
@@ -91,14 +125,14 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
-def _read_state(reads: StateReads, read):
+def _read_state(reads: StateReads, read: Callable[[], T]) -> T:
     try:
         return reads(read)
     except StateUnavailable as error:  # say so rather than answer half
         raise errors.state_unavailable(str(error)) from error
 
 
-def _collection_summary(project: Project, name: str) -> dict[str, Any]:
+def _collection_summary(project: Project, name: str) -> Collection:
     spec = project.collection(name)
     return {
         "name": name,
@@ -111,16 +145,7 @@ def _collection_summary(project: Project, name: str) -> dict[str, Any]:
     }
 
 
-def _lineage(project: Project, name: str) -> dict[str, Any]:
-    specs = project.syncs_for(name)
-    return {
-        **_collection_summary(project, name),
-        "syncs": [_sync(project, spec) for spec in specs],
-        "fields": [_field(spec, f) for spec in specs for f in spec.fields],
-    }
-
-
-def _sync(project: Project, spec: SyncSpec) -> dict[str, Any]:
+def _sync(project: Project, spec: SyncSpec) -> SyncDeclaration:
     source = project.source_of(spec.name)
     return {
         "name": spec.name,
@@ -130,18 +155,19 @@ def _sync(project: Project, spec: SyncSpec) -> dict[str, Any]:
         "model": _model(project, spec),
         "primary_index": spec.primary_index,
         "indices": list(spec.index_names),
-        "delete": spec.delete.value,
+        "delete": spec.delete,
         "trigger": spec.trigger.model_dump(mode="json"),
         "regions": list(project.regions_of(spec)),
     }
 
 
-def _model(project: Project, spec: SyncSpec) -> dict[str, Any]:
+def _model(project: Project, spec: SyncSpec) -> Model:
     if spec.model.sql is not None:
         return {"kind": "sql", "sql": spec.model.sql, "upstream": []}
-    info = project.dbt_models.get(spec.model.dbt)
+    name = spec.model.dbt or ""  # the configuration names a dbt model when it gives no SQL
+    info = project.dbt_models.get(name)
     if info is None:
-        return {"kind": "dbt", "name": spec.model.dbt, "upstream": []}
+        return {"kind": "dbt", "name": name, "upstream": []}
     return {
         "kind": "dbt",
         "name": info.name,
@@ -153,27 +179,30 @@ def _model(project: Project, spec: SyncSpec) -> dict[str, Any]:
     }
 
 
-def _field(spec: SyncSpec, field) -> dict[str, Any]:
-    source = {"column": field.column} if field.column is not None else {"liquid": field.liquid}
-    return {"field": field.target, "sync": spec.name, "source": source, "type": field.type.value}
+def _field(spec: SyncSpec, field: FieldSpec) -> FieldLineage:
+    source: FieldSource = {"column": field.column} if field.column is not None else {"liquid": field.liquid or ""}
+    return {"field": field.target, "sync": spec.name, "source": source, "type": field.type}
 
 
-def _run(run: SyncRun | None, *, samples: bool) -> dict[str, Any] | None:
-    if run is None:
-        return None
+def _run(run: SyncRun | None, *, samples: bool) -> Run | None:
+    return _run_shown(run, samples=samples) if run is not None else None
+
+
+def _run_shown(run: SyncRun, *, samples: bool) -> Run:
+    """A run as the state store holds it, as the API shows it: the one place serving reads a run."""
     duration = run.duration
-    described = {
+    shown: Run = {
         "id": run.id,
-        "status": run.status.value,
+        "status": run.status,
         "full_resync": run.full_resync,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "duration_seconds": round(duration, 3) if duration is not None else None,
-        "regions": run.regions,
+        "regions": list(run.regions),
         "counts": run.counts,
         "error": run.error,
         "origin": run.origin,
     }
     if samples:
-        described["rejection_samples"] = run.rejection_samples
-    return described
+        shown["rejection_samples"] = run.rejection_samples
+    return shown

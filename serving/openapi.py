@@ -1,30 +1,57 @@
 """The OpenAPI 3.0 document of a region's API, built once from the project at start-up.
 
-Collections and index names are enumerated from the configuration, and every error response lists
-exactly the codes that endpoint can answer with.
+Its schemas are generated from the answer types of serving/contract.py, and every error response
+lists exactly the codes that endpoint can answer with (the API's, Falcon's and the proxy's);
+collections, index and sync names are enumerated from the configuration.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import types
+import typing
+from enum import Enum
+from typing import Any, NotRequired, Required, Union
 
 import falcon
 import orjson
 
 from orchestration.config.load import Project
-from serving.lineage import MAX_RUNS
-from serving.records import MAX_BATCH_VALUES
+from serving import contract
+from serving.contract import DEFAULT_RUNS, ERROR_STATUS, MAX_BATCH_VALUES, MAX_RUNS, RETRY_AFTER_CODES, ErrorCode
+from serving.proxy import PROXY_ERRORS, ProxyLimits
 
-AUTH_ERRORS = {
-    "401": ("The API key is missing or not valid.", ["missing_api_key", "invalid_api_key"]),
-    "403": ("The API key may not read this collection or call this region.", ["out_of_scope"]),
-    "429": (
+E = ErrorCode
+AUTH_CODES = [E.MISSING_API_KEY, E.INVALID_API_KEY, E.OUT_OF_SCOPE, E.RATE_LIMITED, E.TOO_MANY_INVALID_KEYS]
+# What the proxy can answer instead of any endpoint, and instead of one that takes a body.
+PROXY_CODES = [error.code for error in PROXY_ERRORS if error.answers == "any"]
+PROXY_BODY_CODES = [error.code for error in PROXY_ERRORS if error.answers == "body"]
+
+_LIMITS = ProxyLimits()
+STATUS_DESCRIPTIONS = {
+    400: "The request is malformed; the message says how.",
+    401: "The API key is missing or not valid.",
+    403: "The API key may not read this collection or call this region.",
+    404: "Nothing by that name or value.",
+    408: f"The proxy did not receive the body in time (a pause over {_LIMITS.body_timeout} s).",
+    411: "A body was sent without Content-Length or chunked encoding.",
+    413: f"The body is over {_LIMITS.max_body}.",
+    414: f"The request line is over {_LIMITS.max_line}; send long batches as POST.",
+    415: "The body is not application/json.",
+    429: (
         "The API key's rate limit (per region) is exceeded, or this client address sent too many invalid keys "
-        "this minute; see Retry-After.",
-        ["rate_limited", "too_many_invalid_keys"],
+        "this minute; see Retry-After."
     ),
+    431: f"A header line is over {_LIMITS.max_line}.",
+    500: "The server failed to answer this request (a bug; it is logged).",
+    502: "The API workers did not answer (one died); retry after Retry-After.",
+    503: (
+        "A store did not answer: state_unavailable, the durable state (read when the cache lacks a record, and "
+        "for runs and lineage) did not answer within a second or is failing; keys_unavailable, this worker has "
+        "not loaded the API keys yet. Retry after Retry-After."
+    ),
+    504: f"The API workers did not answer within {_LIMITS.read_timeout} s; retry after Retry-After.",
 }
-KEYS_DOWN = "keys_unavailable"
+RECORD_DESCRIPTION = "The record exactly as synced (fields per the sync mapping)."
 
 
 def build_document(project: Project, region: str) -> dict[str, Any]:
@@ -36,12 +63,13 @@ def build_document(project: Project, region: str) -> dict[str, Any]:
     lookup_headers = {
         "ETag": _header("Hash of the record's body; send it back in If-None-Match."),
         "Cache-Control": _header("max-age=<seconds>, the collection's max_age."),
-        "X-Larder-Synced-At": _header("When the record was written, in epoch seconds.", {"type": "string", "pattern": "^[0-9]+$"}),
+        "X-Larder-Synced-At": _header("When the record was written, in epoch seconds.",
+                                      {"type": "string", "pattern": "^[0-9]+$"}),
         "X-Larder-Region": _header("The region that answered.", {"type": "string", "enum": [region]}),
         "X-Larder-Source": _header(
             "Where the record came from: the cache, the durable state after a cache miss, or the state "
             "while the cache is down.",
-            {"type": "string", "enum": ["cache", "state", "state-cache-down"]},
+            schema_of(contract.Source),
         ),
     }
     batch_headers = {k: v for k, v in lookup_headers.items() if k in {"Cache-Control", "X-Larder-Region", "X-Larder-Source"}}
@@ -53,31 +81,15 @@ def build_document(project: Project, region: str) -> dict[str, Any]:
             "description": (
                 f"Region {region!r}. Records synced from the warehouse, served from Memcached. Every 4xx/5xx "
                 'answer is `{"error": {"code", "message"}}` with a stable code; unknown paths answer 404 '
-                "not_found and unsupported methods 405 method_not_allowed. Cached records are served whatever "
-                "the state store does; what needs the state answers 503 state_unavailable within about a second "
-                "while it hangs or fails."
+                f"{E.NOT_FOUND} and unsupported methods 405 {E.METHOD_NOT_ALLOWED}. Cached records are served "
+                "whatever the state store does; what needs the state answers 503 state_unavailable within about "
+                "a second while it hangs or fails."
             ),
         },
         "servers": [{"url": "/"}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "larder keys create"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "additionalProperties": False,
-                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                        }
-                    },
-                },
-                "Record": {"type": "object", "description": "The record exactly as synced (fields per the sync mapping)."},
-                "Run": _run_schema(),
-            },
+            "schemas": _components(),
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -92,7 +104,8 @@ def build_document(project: Project, region: str) -> dict[str, Any]:
                     ),
                 ],
                 "get": _lookup_operation("getRecord", "Look up one record.", lookup_headers, head=False),
-                "head": _lookup_operation("headRecord", "The headers of a lookup, without the body.", lookup_headers, head=True),
+                "head": _lookup_operation("headRecord", "The headers of a lookup, without the body.", lookup_headers,
+                                          head=True),
             },
             "/v1/collections/{collection}/records/{index_key}": {
                 "parameters": [collection, index_key],
@@ -103,14 +116,7 @@ def build_document(project: Project, region: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "listCollections",
                     "summary": "The collections this key may read.",
-                    "responses": {
-                        "200": _json("The collections.", {
-                            "type": "object",
-                            "required": ["collections"],
-                            "properties": {"collections": {"type": "array", "items": _collection_schema()}},
-                        }),
-                        **_errors(auth=True),
-                    },
+                    "responses": {"200": _json("The collections.", _ref(contract.Collections)), **_errors([])},
                 }
             },
             "/v1/collections/{collection}/lineage": {
@@ -119,8 +125,8 @@ def build_document(project: Project, region: str) -> dict[str, Any]:
                     "operationId": "getLineage",
                     "summary": "Syncs, models, upstream dbt nodes, fields' sources, last runs and data age.",
                     "responses": {
-                        "200": _json("The collection's lineage.", _lineage_schema()),
-                        **_errors(auth=True, not_found=["unknown_collection"], unavailable=["state_unavailable"]),
+                        "200": _json("The collection's lineage.", _ref(contract.Lineage)),
+                        **_errors([E.UNKNOWN_COLLECTION, E.STATE_UNAVAILABLE]),
                     },
                 },
             },
@@ -131,36 +137,36 @@ def build_document(project: Project, region: str) -> dict[str, Any]:
                     "summary": "Recent runs of a sync, newest first, with counts and rejection samples.",
                     "parameters": [{
                         "name": "limit", "in": "query", "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS, "default": 20},
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS, "default": DEFAULT_RUNS},
                     }],
                     "responses": {
-                        "200": _json("The runs.", {
-                            "type": "object",
-                            "required": ["sync", "collection", "runs"],
-                            "properties": {
-                                "sync": {"type": "string"},
-                                "collection": {"type": "string"},
-                                "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
-                            },
-                        }),
-                        **_errors(auth=True, bad_request=["invalid_parameter"], not_found=["unknown_sync"],
-                                  unavailable=["state_unavailable"]),
+                        "200": _json("The runs.", _ref(contract.SyncRuns)),
+                        **_errors([E.INVALID_PARAMETER, E.UNKNOWN_SYNC, E.STATE_UNAVAILABLE]),
                     },
                 },
             },
-            "/healthz": {"get": _public("health", "Liveness: the process answers.", {"200": _json("Alive.", _status_schema())})},
+            "/healthz": {"get": _public("health", "Liveness: the process answers.", {
+                "200": _json("Alive.", _ref(contract.Health)),
+                **_errors([], auth=False),
+            })},
             "/readyz": {
                 "get": _public("readiness", "Readiness: the region's cache answers.", {
-                    "200": _json("Ready.", _status_schema()),
-                    "503": _error("The region's cache is unreachable; the message says why.", ["not_ready"]),
+                    "200": _json("Ready.", _ref(contract.Readiness)),
+                    **_errors([E.NOT_READY], auth=False,
+                              descriptions={503: "The region's cache is unreachable; the message says why."}),
                 })
             },
             "/openapi.json": {
-                "get": _public("openapi", "This document.", {"200": _json("The OpenAPI document.", {"type": "object"})})
+                "get": _public("openapi", "This document.", {
+                    "200": _json("The OpenAPI document.", {"type": "object"}),
+                    **_errors([], auth=False),
+                })
             },
             "/metrics": {
                 "get": _public("metrics", "Prometheus metrics of every worker of this region.", {
-                    "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    "200": {"description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_errors([], auth=False),
                 })
             },
         },
@@ -176,6 +182,69 @@ class OpenApiResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data = self._body
         resp.content_type = falcon.MEDIA_JSON
+
+
+def _components() -> dict[str, Any]:
+    schemas: dict[str, Any] = {model.__name__: schema_of_model(model) for model in contract.MODELS}
+    schemas["ErrorCode"] = schema_of(ErrorCode)
+    schemas["Record"] = {"type": "object", "description": RECORD_DESCRIPTION}
+    values = schemas["BatchRequest"]["properties"]["values"]
+    values.update(minItems=1, maxItems=MAX_BATCH_VALUES)
+    values["items"] = {"oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1},
+    ]}
+    return schemas
+
+
+def schema_of_model(model: type) -> dict[str, Any]:
+    """A TypedDict of serving/contract.py as a closed object schema."""
+    hints = typing.get_type_hints(model, include_extras=True)
+    schema: dict[str, Any] = {"type": "object"}
+    required = [name for name in hints if name in model.__required_keys__]  # type: ignore[attr-defined]
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    schema["properties"] = {name: schema_of(hint) for name, hint in hints.items()}
+    if model.__doc__:
+        schema["description"] = " ".join(model.__doc__.split())
+    return schema
+
+
+def schema_of(hint: Any) -> dict[str, Any]:
+    """The schema of a field's type: builtins, enums, literals, lists, dicts, optional and contract models."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (NotRequired, Required):
+        return schema_of(args[0])
+    if origin is typing.Annotated:
+        return {**schema_of(args[0]), "description": args[1]}
+    if origin in (Union, types.UnionType):
+        present = [arg for arg in args if arg is not type(None)]
+        schema = schema_of(present[0]) if len(present) == 1 else {"oneOf": [schema_of(arg) for arg in present]}
+        if len(present) < len(args):
+            schema = {"allOf": [schema], "nullable": True} if "$ref" in schema else {**schema, "nullable": True}
+        return schema
+    if origin is typing.Literal:
+        return {"type": "string", "enum": list(args)}
+    if origin is list:
+        return {"type": "array", "items": schema_of(args[0])}
+    if origin is dict:
+        return {"type": "object"} if args[1] is Any else {"type": "object", "additionalProperties": schema_of(args[1])}
+    if hint is Any:
+        return {}
+    if hint is contract.RecordBody:
+        return {"$ref": "#/components/schemas/Record"}
+    if hint in contract.MODELS:
+        return _ref(hint)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return {"type": "string", "enum": [member.value for member in hint]}
+    return {str: {"type": "string"}, bool: {"type": "boolean"}, int: {"type": "integer"},
+            float: {"type": "number"}}[hint]
+
+
+def _ref(model: type) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def _lookup_operation(operation_id: str, summary: str, headers: dict, *, head: bool) -> dict[str, Any]:
@@ -200,9 +269,7 @@ def _lookup_operation(operation_id: str, summary: str, headers: dict, *, head: b
             "200": ok,
             "304": {"description": "The record is unchanged since the ETag sent in If-None-Match.", "headers": headers},
             **_errors(
-                auth=True,
-                not_found=["unknown_collection", "unknown_index", "record_not_found", "not_found"],
-                unavailable=["state_unavailable"],
+                [E.UNKNOWN_COLLECTION, E.UNKNOWN_INDEX, E.RECORD_NOT_FOUND, E.NOT_FOUND, E.STATE_UNAVAILABLE],
                 body=not head,
             ),
         },
@@ -217,88 +284,59 @@ def _batch_operation(operation_id: str, headers: dict, *, post: bool) -> dict[st
             "200": {
                 "description": "Found records keyed by value, and the values with no record.",
                 "headers": headers,
-                "content": {"application/json": {"schema": {
-                    "type": "object",
-                    "required": ["records", "missing"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "records": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Record"}},
-                        "missing": {"type": "array", "items": {"type": "string"}},
-                    },
-                }}},
+                "content": {"application/json": {"schema": _ref(contract.BatchAnswer)}},
             },
             **_errors(
-                auth=True,
-                bad_request=["invalid_values", "invalid_parameter", "bad_request", *(["unknown_property"] if post else [])],
-                not_found=["unknown_collection", "unknown_index"],
-                unavailable=["state_unavailable"],
-                unsupported_media=post,
+                [E.INVALID_VALUES, E.INVALID_PARAMETER, E.BAD_REQUEST, *([E.UNKNOWN_PROPERTY] if post else []),
+                 E.UNKNOWN_COLLECTION, E.UNKNOWN_INDEX, *([E.UNSUPPORTED_MEDIA_TYPE] if post else []),
+                 E.STATE_UNAVAILABLE],
+                body_codes=post,
             ),
         },
     }
-    values = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_VALUES, "items": {"type": "string", "minLength": 1}}
     if post:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {
-                "type": "object",
-                "required": ["values"],
-                "additionalProperties": False,
-                "properties": {"values": {**values, "items": {"oneOf": [
-                    {"type": "string", "minLength": 1},
-                    {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1},
-                ]}}},
-            }}},
+            "content": {"application/json": {"schema": _ref(contract.BatchRequest)}},
         }
     else:
         operation["parameters"] = [{
-            "name": "values", "in": "query", "required": True, "style": "form", "explode": True, "schema": values,
+            "name": "values", "in": "query", "required": True, "style": "form", "explode": True,
+            "schema": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_VALUES,
+                       "items": {"type": "string", "minLength": 1}},
             "description": "Repeat for each value: ?values=a&values=b.",
         }]
     return operation
 
 
-def _errors(
-    *,
-    auth: bool = False,
-    bad_request: list[str] | None = None,
-    not_found: list[str] | None = None,
-    unavailable: list[str] | None = None,
-    unsupported_media: bool = False,
-    body: bool = True,
-) -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    if bad_request:
-        responses["400"] = _error("The request is malformed; the message says how.", bad_request, body=body)
-    if auth:
-        for status, (description, codes) in AUTH_ERRORS.items():
-            responses[status] = _error(description, codes, body=body, retry_after=status == "429")
-    if not_found:
-        responses["404"] = _error("Nothing by that name or value.", not_found, body=body)
-    if unsupported_media:
-        responses["415"] = _error("The body is not application/json.", ["unsupported_media_type"], body=body)
-    responses["503"] = _error(
-        "A store did not answer: state_unavailable, the durable state (read when the cache lacks a record, and "
-        "for runs and lineage) did not answer within a second or is failing; keys_unavailable, this worker has "
-        "not loaded the API keys yet. Retry after Retry-After.",
-        [*(unavailable or []), KEYS_DOWN] if auth else (unavailable or []),
-        body=body,
-        retry_after=True,
-    )
-    return responses
+def _errors(codes: list[ErrorCode], *, auth: bool = True, body: bool = True, body_codes: bool = False,
+            descriptions: dict[int, str] | None = None) -> dict[str, Any]:
+    """The error responses, by status, of an operation answering `codes`, the key checks' codes (`auth`)
+    and the proxy's (with those of a request with a body when `body_codes`)."""
+    every = [*codes, *(AUTH_CODES + [E.KEYS_UNAVAILABLE] if auth else []), *PROXY_CODES,
+             *(PROXY_BODY_CODES if body_codes else [])]
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in every:
+        listed = by_status.setdefault(ERROR_STATUS[code], [])
+        if code not in listed:
+            listed.append(code)
+    described = {**STATUS_DESCRIPTIONS, **(descriptions or {})}
+    return {str(status): _error(described[status], by_status[status], body=body) for status in sorted(by_status)}
 
 
-def _error(description: str, codes: list[str], *, body: bool = True, retry_after: bool = False) -> dict[str, Any]:
+def _error(description: str, codes: list[ErrorCode], *, body: bool = True) -> dict[str, Any]:
     response: dict[str, Any] = {"description": f"{description} Codes: {', '.join(codes)}."}
     if body:
         response["content"] = {"application/json": {"schema": {
             "allOf": [
-                {"$ref": "#/components/schemas/Error"},
-                {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": {"type": "string", "enum": codes}}}}},
+                _ref(contract.Error),
+                {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "string", "enum": [code.value for code in codes]}}}}},
             ]
         }}}
-    if retry_after:
-        response["headers"] = {"Retry-After": _header("Seconds to wait before retrying.", {"type": "string", "pattern": "^[0-9]+$"})}
+    if any(code in RETRY_AFTER_CODES for code in codes):
+        response["headers"] = {"Retry-After": _header("Seconds to wait before retrying.",
+                                                      {"type": "string", "pattern": "^[0-9]+$"})}
     return response
 
 
@@ -320,99 +358,3 @@ def _path_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
 
 def _enum(values: list[str]) -> dict[str, Any]:
     return {"type": "string", "enum": values} if values else {"type": "string"}
-
-
-def _status_schema() -> dict[str, Any]:
-    return {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}, "region": {"type": "string"}}}
-
-
-def _collection_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["name", "description", "max_age", "primary_index", "indices", "syncs", "lookup"],
-        "properties": {
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "max_age": {"type": "integer"},
-            "primary_index": {"type": "string", "nullable": True},
-            "indices": {"type": "array", "items": {"type": "string"}},
-            "syncs": {"type": "array", "items": {"type": "string"}},
-            "lookup": {"type": "string"},
-        },
-    }
-
-
-def _lineage_schema() -> dict[str, Any]:
-    run = {"allOf": [{"$ref": "#/components/schemas/Run"}], "nullable": True}
-    sync = {
-        "type": "object",
-        "required": ["name", "model", "indices", "delete", "trigger", "regions", "last_run", "last_successful_run", "data_age_seconds"],
-        "properties": {
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "owners": {"type": "array", "items": {"type": "string"}},
-            "declared_in": {"type": "object", "properties": {"kind": {"type": "string", "enum": ["file", "dbt_meta"]}, "location": {"type": "string"}}},
-            "model": {
-                "type": "object",
-                "required": ["kind", "upstream"],
-                "properties": {
-                    "kind": {"type": "string", "enum": ["dbt", "sql"]},
-                    "name": {"type": "string"},
-                    "unique_id": {"type": "string"},
-                    "relation": {"type": "string"},
-                    "file": {"type": "string"},
-                    "description": {"type": "string"},
-                    "sql": {"type": "string"},
-                    "upstream": {"type": "array", "items": {"type": "string"}, "description": "dbt unique ids, transitively"},
-                },
-            },
-            "primary_index": {"type": "string"},
-            "indices": {"type": "array", "items": {"type": "string"}},
-            "delete": {"type": "string", "enum": ["keep", "clear", "delete"]},
-            "trigger": {"type": "object"},
-            "regions": {"type": "array", "items": {"type": "string"}},
-            "last_run": run,
-            "last_successful_run": run,
-            "data_age_seconds": {"type": "number", "nullable": True, "description": "Seconds since the last successful run read the model."},
-        },
-    }
-    field = {
-        "type": "object",
-        "required": ["field", "sync", "source", "type"],
-        "properties": {
-            "field": {"type": "string"},
-            "sync": {"type": "string"},
-            "source": {"type": "object", "properties": {"column": {"type": "string"}, "liquid": {"type": "string"}}},
-            "type": {"type": "string"},
-        },
-    }
-    summary = _collection_schema()
-    return {
-        "type": "object",
-        "required": [*summary["required"], "fields"],
-        "properties": {
-            **summary["properties"],
-            "syncs": {"type": "array", "items": sync},
-            "fields": {"type": "array", "items": field},
-        },
-    }
-
-
-def _run_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["id", "status", "started_at", "finished_at", "counts"],
-        "properties": {
-            "id": {"type": "integer"},
-            "status": {"type": "string", "enum": ["running", "succeeded", "failed"]},
-            "full_resync": {"type": "boolean"},
-            "started_at": {"type": "number"},
-            "finished_at": {"type": "number", "nullable": True},
-            "duration_seconds": {"type": "number", "nullable": True},
-            "regions": {"type": "array", "items": {"type": "string"}},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "rejection_samples": {"type": "array", "items": {"type": "object"}},
-            "error": {"type": "string", "nullable": True},
-            "origin": {"type": "string", "nullable": True},
-        },
-    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
 import falcon
@@ -23,20 +23,14 @@ from orchestration.store.keys import index_text, record_key
 from orchestration.store.state import StateStore
 from serving import errors
 from serving.auth import require_collection_scope
+from serving.contract import BATCH_BODY_PROPERTIES, MAX_BATCH_VALUES, BatchAnswer, RecordBody, Source
 from serving.errors import ThrottledLog, describe_error
 from serving.fallback import state_read_slot
 from serving.metrics import TALLY
-from serving.state_reads import StateReads, StateUnavailable
+from serving.state_reads import STORE_ERRORS, StateReads, StateUnavailable
 
 log = logging.getLogger("larder.api")
 THROTTLED = ThrottledLog(log)
-
-MAX_BATCH_VALUES = 100
-BATCH_BODY_PROPERTIES = ("values",)
-
-SOURCE_CACHE = "cache"
-SOURCE_STATE = "state"
-SOURCE_STATE_CACHE_DOWN = "state-cache-down"
 
 
 class RecordSource:
@@ -53,35 +47,35 @@ class RecordSource:
         self._recheck_lock = threading.Lock()
         self._order = {c: tuple(s.name for s in project.syncs_for(c)) for c in project.collection_names}
 
-    def get(self, collection: str, key: str) -> tuple[bytes | None, str]:
+    def get(self, collection: str, key: str) -> tuple[bytes | None, Source]:
         """(packed value or None, where it came from: cache · state · state-cache-down)."""
         try:
             value = self._cache.get(key)
         except CacheUnavailable as error:
             THROTTLED.warning("cache", "cache unavailable, answering from state: %s", describe_error(error))
             TALLY.cache_down(collection)
-            return self._from_state(collection, [key], cache_up=False).get(key), SOURCE_STATE_CACHE_DOWN
+            return self._from_state(collection, [key], cache_up=False).get(key), Source.STATE_CACHE_DOWN
         if value is not None:
             TALLY.cache_hits(collection)
-            return value, SOURCE_CACHE
+            return value, Source.CACHE
         TALLY.cache_misses(collection)
-        return self._from_state(collection, [key], cache_up=True).get(key), SOURCE_STATE
+        return self._from_state(collection, [key], cache_up=True).get(key), Source.STATE
 
-    def get_many(self, collection: str, keys: Sequence[str]) -> tuple[dict[str, bytes], str]:
+    def get_many(self, collection: str, keys: Sequence[str]) -> tuple[dict[str, bytes], Source]:
         """Packed values of those keys that exist (one multi-get; misses in one state query)."""
         try:
             found = self._cache.get_many(keys)
         except CacheUnavailable as error:
             THROTTLED.warning("cache", "cache unavailable, answering from state: %s", describe_error(error))
             TALLY.cache_down(collection, len(keys))
-            return self._from_state(collection, keys, cache_up=False), SOURCE_STATE_CACHE_DOWN
+            return self._from_state(collection, keys, cache_up=False), Source.STATE_CACHE_DOWN
         TALLY.cache_hits(collection, len(found))
         missed = [key for key in keys if key not in found]
         if not missed:
-            return found, SOURCE_CACHE
+            return found, Source.CACHE
         TALLY.cache_misses(collection, len(missed))
         found.update(self._from_state(collection, missed, cache_up=True))
-        return found, SOURCE_STATE
+        return found, Source.STATE
 
     def _from_state(self, collection: str, keys: Sequence[str], *, cache_up: bool) -> dict[str, bytes]:
         order = self._order.get(collection, ())
@@ -124,17 +118,18 @@ class RecordSource:
             self._delete_put_back(self._cache, list(added))
 
     def _recheck(self, added: dict[str, bytes], order: Sequence[str]) -> None:
-        """On a thread of the StateReads pool."""
+        """On a thread of the StateReads pool. Unless the state says which changed, all are deleted: the
+        next lookup reads the state again."""
+        stale = list(added)
         try:
             now = self._state.records_by_keys(list(added), order)
-        except Exception as error:  # cannot tell: delete them all; the next lookup reads the state again
-            THROTTLED.warning("recheck", "could not read back records put in the cache: %s", describe_error(error))
-            stale = list(added)
-        else:
             stale = [key for key, packed in added.items() if key not in now or now[key].packed != packed]
-        if stale:
-            with self._recheck_lock:
-                self._delete_put_back(self._recheck_cache, stale)
+        except STORE_ERRORS as error:
+            THROTTLED.warning("recheck", "could not read back records put in the cache: %s", describe_error(error))
+        finally:
+            if stale:
+                with self._recheck_lock:
+                    self._delete_put_back(self._recheck_cache, stale)
 
     def _delete_put_back(self, cache: RecordCache, keys: list[str]) -> None:
         try:
@@ -178,7 +173,7 @@ class RecordResource:
         resp.cache_control = self._collections.cache_control[collection]
         resp.set_header("X-Larder-Synced-At", str(record.synced_at))
         resp.set_header("X-Larder-Region", self._region)
-        resp.set_header("X-Larder-Source", source)
+        resp.set_header("X-Larder-Source", source.value)
         if_none_match = req.get_header("If-None-Match")
         if if_none_match and _etag_matches(if_none_match, record.etag):
             resp.status = falcon.HTTP_304
@@ -215,7 +210,8 @@ class BatchResource:
             raise errors.unknown_property(sorted(body.keys() - set(BATCH_BODY_PROPERTIES)), list(BATCH_BODY_PROPERTIES))
         values = body.get("values") if isinstance(body, dict) else None
         if not isinstance(values, list):
-            raise errors.invalid_values('send a JSON object {"values": [...]} with up to 100 strings or integers')
+            raise errors.invalid_values(
+                f'send a JSON object {{"values": [...]}} with up to {MAX_BATCH_VALUES} strings or integers')
         texts = []
         for value in values:
             text = index_text(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
@@ -234,18 +230,18 @@ class BatchResource:
         values = list(dict.fromkeys(values))  # a value asked twice is answered once
         keys = {value: record_key(collection, index_key, value) for value in values}
         found, source = self._source.get_many(collection, list(keys.values()))
-        records, missing = {}, []
+        answer: BatchAnswer = {"records": {}, "missing": []}
         for value, key in keys.items():
             packed = found.get(key)
             if packed is None:
-                missing.append(value)
+                answer["missing"].append(value)
             else:
-                records[value] = orjson.Fragment(envelope.unpack(packed).body)  # spliced in as synced
-        resp.data = orjson.dumps({"records": records, "missing": missing})
+                answer["records"][value] = RecordBody(envelope.unpack(packed).body)  # spliced in as synced
+        resp.data = orjson.dumps(answer)
         resp.content_type = falcon.MEDIA_JSON
         resp.cache_control = self._collections.cache_control[collection]
         resp.set_header("X-Larder-Region", self._region)
-        resp.set_header("X-Larder-Source", source)
+        resp.set_header("X-Larder-Source", source.value)
 
 
 class RawUtf8PathMiddleware:

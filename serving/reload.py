@@ -17,15 +17,18 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from orchestration.config.changes import POLL_SECONDS, Fingerprint, ProjectWatcher
 from orchestration.config.load import ConfigError, Project, load_project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from serving.auth import KeyRing
-from serving.state_reads import StateReads, api_state_reads, api_state_store
+from serving.contract import ConfigDetail
+from serving.errors import describe_error
+from serving.state_reads import STORE_ERRORS, StateReads, api_state_reads, api_state_store
 
 log = logging.getLogger("larder.api")
 
@@ -45,9 +48,9 @@ class ConfigStatus:
     def watch(self, watcher: ProjectWatcher) -> None:
         self._watcher = watcher
 
-    def detail(self) -> dict[str, Any]:
+    def detail(self) -> ConfigDetail:
         failure = self._watcher.failure if self._watcher is not None else None
-        detail: dict[str, Any] = {
+        detail: ConfigDetail = {
             "loaded_at": round(self._loaded_at, 3),
             "syncs": len(self._project.syncs),
             "status": "current" if failure is None else "stale",
@@ -70,7 +73,7 @@ class Collaborators:
     key_refresh_seconds: float
 
     @classmethod
-    def build(cls, project: Project, region: str) -> "Collaborators":
+    def build(cls, project: Project, region: str) -> Collaborators:
         state = api_state_store(project.spec.state.url)
         return cls(
             state=state,
@@ -82,7 +85,7 @@ class Collaborators:
             key_refresh_seconds=project.spec.api.key_refresh_seconds,
         )
 
-    def for_project(self, project: Project, region: str) -> tuple["Collaborators", list[Any]]:
+    def for_project(self, project: Project, region: str) -> tuple[Collaborators, list[Any]]:
         """The collaborators `project` needs (these where its settings did not change) and those it retires."""
         state, cache, keyring, reads = self.state, self.cache, self.keyring, self.reads
         retired: list[Any] = []
@@ -121,7 +124,7 @@ class ReloadingApp:
     def __call__(self, environ, start_response) -> Iterable[bytes]:
         return self._app(environ, start_response)
 
-    def start(self) -> "ReloadingApp":
+    def start(self) -> ReloadingApp:
         self.watcher.start()
         return self
 
@@ -158,8 +161,10 @@ class ReloadingApp:
                     thing.stop()
                 else:
                     thing.close()
-            except Exception as error:
-                log.warning("closing a replaced connection failed: %s", error)
+            except STORE_ERRORS as error:  # the connection is going anyway
+                log.warning("closing a replaced connection failed: %s", describe_error(error))
+            except Exception:  # a bug: logged, but it must not keep the new configuration from being served
+                log.exception("closing a replaced %s failed unexpectedly", type(thing).__name__)
 
 
 def _started_keyring(state: StateStore, project: Project) -> KeyRing:

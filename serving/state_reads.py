@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import sqlalchemy.exc
 
 from orchestration.store.state import API_BOUNDS, StateStore
+from serving.contract import STATE_RETRY_AFTER_SECONDS
 from serving.errors import ThrottledLog, describe_error
 
 log = logging.getLogger("larder.api")
@@ -32,7 +34,6 @@ T = TypeVar("T")
 # STATE_DEADLINE_SECONDS for a state read, then answers 503 state_unavailable with
 # Retry-After: STATE_RETRY_AFTER_SECONDS.
 STATE_DEADLINE_SECONDS = 1.0
-STATE_RETRY_AFTER_SECONDS = 1
 
 # What a failing store raises: the driver's errors (wrapped by SQLAlchemy), the pool's timeout, sockets.
 STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, OSError)
@@ -86,7 +87,7 @@ class StateReads:
         if self._failing or not self._slots.acquire(blocking=False):
             return False
         try:
-            self._pool.submit(self._run, work)
+            self._pool.submit(self._run_in_background, work)
         except RuntimeError:  # the pool is shut down
             self._slots.release()
             return False
@@ -95,6 +96,14 @@ class StateReads:
     def _run(self, read: Callable[[], T]) -> T:
         try:
             return read()
+        finally:
+            self._slots.release()
+
+    def _run_in_background(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:  # nobody waits for this future: a bug would vanish with it unless logged here
+            log.exception("a background read of the state store failed unexpectedly")
         finally:
             self._slots.release()
 
@@ -113,8 +122,11 @@ class StateReads:
         while not stop.wait(self._retry_after):
             try:
                 self._state.ping()
-            except Exception as error:  # still failing: the next probe is `retry_after` from now
+            except STORE_ERRORS as error:  # still failing: the next probe is `retry_after` from now
                 THROTTLED.warning("state", "state store unavailable: %s", describe_error(error))
+                continue
+            except Exception:  # a bug, not an outage: say so loudly, and keep probing (reads wait on it)
+                log.exception("probing the state store failed unexpectedly")
                 continue
             with self._lock:
                 self._failing = False

@@ -159,14 +159,14 @@ class Stack:
         self.workers = workers
         self.servers: list[ApiServer] = []
 
-    def start(self, *, api: dict | None = None) -> "Stack":
+    def start(self, *, api: dict | None = None) -> Stack:
         try:
             return self._start(api or {})
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, api: dict) -> "Stack":
+    def _start(self, api: dict) -> Stack:
         self.us.start()
         self.eu.start()
         write_customers(self.warehouse, CUSTOMERS)

@@ -82,7 +82,7 @@ class TcpProxy:
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.serving.tcp_proxy", str(self.port), self.target,
              "--reply-delay", str(self.reply_delay)],

@@ -54,7 +54,9 @@ def test_a_wrong_or_malformed_key_answers_401_invalid_api_key(stack, authorizati
 def test_a_key_with_its_last_character_changed_is_refused(stack):
     forged = stack.key[:-1] + ("A" if stack.key[-1] != "A" else "B")
 
-    assert stack.get(JANE, key=forged).status_code == 401
+    refused = stack.get(JANE, key=forged)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_a_key_scoped_to_collections_reads_those_and_gets_403_elsewhere(stack, keys):
@@ -64,8 +66,11 @@ def test_a_key_scoped_to_collections_reads_those_and_gets_403_elsewhere(stack, k
     refused = stack.get(JANE, key=orders_only)
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "out_of_scope"
-    assert stack.get("/v1/collections/customer/lineage", key=orders_only).status_code == 403
-    assert stack.get("/v1/syncs/customer_profiles/runs", key=orders_only).status_code == 403
+    for path in ("/v1/collections/customer/lineage", "/v1/syncs/customer_profiles/runs"):
+        refused = stack.get(path, key=orders_only)
+        assert refused.status_code == 403
+        assert refused.json()["error"] == {"code": "out_of_scope",
+                                           "message": "this API key may not read collection 'customer'"}
     listed = stack.get("/v1/collections", key=orders_only).json()["collections"]
     assert [c["name"] for c in listed] == ["orders"]
 
@@ -198,6 +203,7 @@ def test_an_address_that_keeps_sending_invalid_keys_gets_429_and_other_clients_d
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert neighbour.status_code == 200
     assert neighbours_typo.status_code == 401
+    assert neighbours_typo.json()["error"]["code"] == "invalid_api_key"
     assert attackers_real_key.status_code in (200, 429)  # a secret its worker already knew, or not checked
 
 

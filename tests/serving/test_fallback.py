@@ -72,7 +72,7 @@ def test_with_every_slot_held_for_long_the_next_read_is_refused_with_503(tmp_pat
         with StateReadSlots(tmp_path, 2, patience=30, stuck_after=0.1).hold():  # not waited for
             pass
 
-    assert refused.value.code == "state_unavailable"
+    assert refused.value.error_code == "state_unavailable"
     assert refused.value.headers["Retry-After"] == "1"
 
 
@@ -83,7 +83,7 @@ def test_with_every_slot_held_briefly_the_next_read_waits_for_one_then_gives_up(
         with StateReadSlots(tmp_path, 1, patience=0.2, stuck_after=60).hold():
             pass
 
-    assert refused.value.code == "state_unavailable"
+    assert refused.value.error_code == "state_unavailable"
 
 
 def test_a_slot_held_by_a_worker_that_died_is_free_again(tmp_path, holders):

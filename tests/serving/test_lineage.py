@@ -73,8 +73,10 @@ def test_sync_runs_lists_recent_runs_newest_first_with_counts_and_rejection_samp
 
 
 def test_unknown_syncs_collections_and_bad_limits_are_json_errors(stack):
-    assert stack.get("/v1/syncs/nope/runs").json()["error"]["code"] == "unknown_sync"
-    assert stack.get("/v1/collections/nope/lineage").json()["error"]["code"] == "unknown_collection"
+    unknown_sync = stack.get("/v1/syncs/nope/runs")
+    unknown_collection = stack.get("/v1/collections/nope/lineage")
+    assert (unknown_sync.status_code, unknown_sync.json()["error"]["code"]) == (404, "unknown_sync")
+    assert (unknown_collection.status_code, unknown_collection.json()["error"]["code"]) == (404, "unknown_collection")
     bad_limit = stack.get("/v1/syncs/orders/runs", params={"limit": "0"})
     assert bad_limit.status_code == 400
     assert bad_limit.json()["error"]["code"] == "invalid_parameter"

@@ -47,8 +47,16 @@ def test_the_document_lists_the_codes_of_outages_throttling_and_strict_bodies(st
         assert codes(path, method, "429") == ["rate_limited", "too_many_invalid_keys"]
     assert "unknown_property" in codes(batch, "post", "400")
     assert "unknown_property" not in codes(batch, "get", "400")
-    assert document["paths"][batch]["post"]["requestBody"]["content"]["application/json"]["schema"][
-        "additionalProperties"] is False
+    body = _resolved(document, document["paths"][batch]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert body["additionalProperties"] is False
+    assert body["properties"]["values"]["maxItems"] == 100
+
+
+def _resolved(document, schema):
+    """`schema`, or what its $ref names in the document."""
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
 
 
 def _routes(app):

@@ -74,12 +74,12 @@ def proxy_to(tmp_path):
     """nginx alone, proxying to a unix socket the test controls; `limits` shortened as needed."""
     started = []
 
-    def start(upstream: Path, limits: ProxyLimits = ProxyLimits()) -> str:
+    def start(upstream: Path, limits: ProxyLimits | None = None) -> str:
         port = free_port()
         runtime = tmp_path / f"nginx-{port}"
         runtime.mkdir()
         nginx = NginxProcess(runtime, render_config(listen=f"127.0.0.1:{port}", upstream=upstream,
-                                                    runtime=runtime, limits=limits))
+                                                    runtime=runtime, limits=limits or ProxyLimits()))
         nginx.start()
         started.append(nginx)
         wait_for_port(port)
@@ -112,6 +112,7 @@ def test_when_no_worker_answers_in_time_the_proxy_answers_504_json(proxy_to, tmp
 
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "gateway_timeout"
+    assert response.headers["Retry-After"] == "1"
 
 
 def test_the_client_address_reaches_the_app_and_a_forged_one_does_not(launched):

@@ -172,8 +172,10 @@ def test_a_deleted_record_stays_404_after_memcached_restarts(fresh_stack):
 
     fresh_stack.us.restart()
 
-    assert fresh_stack.get(lookup("id", 12345)).status_code == 404
-    assert fresh_stack.get(lookup("email", "jane@example.com")).status_code == 404
+    for index, value in (("id", 12345), ("email", "jane@example.com")):
+        gone = fresh_stack.get(lookup(index, value))
+        assert gone.status_code == 404
+        assert gone.json()["error"]["code"] == "record_not_found"
     assert fresh_stack.get(lookup("id", 2)).status_code == 200
 
 
@@ -190,6 +192,7 @@ def test_with_memcached_down_records_are_served_from_state_and_marked(fresh_stac
     assert batch.headers["X-Larder-Source"] == "state-cache-down"
     assert list(batch.json()["records"]) == ["12345"]
     assert missing.status_code == 404  # the state knows it does not exist: a true 404
+    assert missing.json()["error"]["code"] == "record_not_found"
 
 
 def test_a_record_evicted_from_the_cache_is_read_from_state_and_put_back(stack):
@@ -240,9 +243,10 @@ def test_a_path_sent_with_raw_utf8_finds_the_same_record_as_percent_encoded(stac
 
 def test_a_percent_encoded_value_that_looks_like_mojibake_is_not_reinterpreted(stack):
     # 'zoÃ«' percent-encoded: a different value from 'zoë', so no record
-    response = stack.get(lookup("email", "zoë müller@example.com".encode("utf-8").decode("latin-1")))
+    response = stack.get(lookup("email", "zoë müller@example.com".encode().decode("latin-1")))
 
     assert response.status_code == 404
+    assert response.json()["error"]["code"] == "record_not_found"
 
 
 def test_a_posted_batch_with_a_property_its_schema_does_not_have_answers_400_unknown_property(stack):
