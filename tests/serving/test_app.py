@@ -203,7 +203,7 @@ def test_collections_lineage_and_runs_have_exactly_the_contracts_fields(client):
     assert fields(contract.Run) == set(run)  # a sync's run list carries the rejection samples too
     assert run["status"] in set(contract.RunStatus)
     assert run["id"] == sync["last_run"]["id"]  # the newest run, whatever other tests left behind
-    assert sync["last_successful_run"]["status"] == contract.RunStatus.SUCCEEDED
+    assert sync["last_successful_run"]["status"] == contract.RunStatus.succeeded
 
 
 def test_healthz_and_readyz_answer_without_a_key(client):
