@@ -97,7 +97,7 @@ class Records:
         """pk → row hash of everything the sync has written."""
         query = sa.select(FIELDS.c.pk, FIELDS.c.row_hash).where(FIELDS.c.sync_name == sync_name)
         with self.engine.connect() as conn:
-            return {pk: row_hash for pk, row_hash in conn.execute(query)}
+            return dict(conn.execute(query).tuples().all())
 
     def iter_snapshot(self, sync_name: str, batch: int = 100_000) -> Iterator[list[tuple[str, int]]]:
         """(pk, row hash) of everything the sync has written, streamed in batches."""
@@ -314,4 +314,4 @@ class Records:
             by_sync = conn.execute(
                 sa.select(FIELDS.c.sync_name, sa.func.count()).where(where).group_by(FIELDS.c.sync_name)
             ).all()
-        return RecordCounts(int(records), {name: int(count) for name, count in sorted(by_sync)})
+        return RecordCounts(int(records), dict(sorted(by_sync)))
