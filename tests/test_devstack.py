@@ -20,6 +20,8 @@ from tests.small_dbt import write_small_dbt_project
 from tests.support import free_port
 from tests.test_init import OUTSIDE
 
+pytestmark = pytest.mark.slow
+
 START_SECONDS = 300
 # Generous: the daemon ticks every 5 s and a run starts a process; a busy shared machine is slow.
 AUTOMATION_SECONDS = 180

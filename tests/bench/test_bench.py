@@ -14,6 +14,8 @@ import pytest
 from bench import __main__ as bench_main
 from bench import bare_app, freshness_runner, loadgen, profiles, report, serving, sync  # noqa: F401  (they import)
 
+pytestmark = pytest.mark.slow
+
 TINY_SERVING = replace(serving.QUICK, records=500, rounds=1, connections=(8,), extra_rounds=1, seconds=1)
 TINY_SYNC = replace(sync.QUICK, rows=400)
 

@@ -21,7 +21,7 @@ import pytest
 from orchestration.definitions import build_definitions
 from tests.orchestration.conftest import PEOPLE, running_webserver, wait_until_loaded
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",

@@ -91,6 +91,7 @@ def _finished(process: subprocess.Popen) -> None:
     assert process.returncode == 0, stderr.decode()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_two_processes_syncing_one_collection_at_once_serve_exactly_the_merged_model(harness, state_url):
     state = _setup(harness, state_url)
     # profiles is slow (it sleeps between each chunk's commit and its cache write) and engagement
@@ -109,6 +110,7 @@ def test_two_processes_syncing_one_collection_at_once_serve_exactly_the_merged_m
     state.dispose()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_a_second_run_of_the_collection_waits_for_the_first_to_finish(harness, state_url):
     state = _setup(harness, state_url)
     process = _start_sync(harness, "profiles", pause=0.05)
@@ -150,6 +152,7 @@ def test_a_lease_from_another_host_that_expires_is_taken_over(harness, sqlite_ur
     state.dispose()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_the_lease_of_a_sigkilled_run_is_taken_over_and_the_next_run_converges(harness, sqlite_url):
     # The killed process lived on this host, so its lease is taken at once, not after LEASE_SECONDS.
     state = _setup(harness, sqlite_url, lease_wait_seconds=5)
@@ -183,6 +186,7 @@ def test_a_run_whose_expired_lease_is_taken_over_is_marked_failed(harness, state
     state.dispose()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_rehydrate_waits_for_a_sync_writing_the_collection(harness, sqlite_url, memcached):
     state = _setup(harness, sqlite_url)
     process = _start_sync(harness, "profiles", pause=0.05)
