@@ -31,6 +31,13 @@ test: install memcached manifest
 test-fast: install memcached manifest
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The whole suite under coverage.py, with the Python processes it starts measured too (pyproject.toml's
+# [tool.coverage.run]): a line per file and the total; `.venv/bin/coverage html` for the lines missed.
+coverage: install memcached manifest
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	  $(BIN)/coverage combine --quiet && $(BIN)/coverage report; exit $$status
+
 bench: install memcached manifest
 	$(BIN)/python -m bench
 
