@@ -64,12 +64,14 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        module = item.path.relative_to(REPO_ROOT).as_posix()
+        module = item.path.relative_to(REPO_ROOT).as_posix() if item.path.is_relative_to(REPO_ROOT) else ""
         if module in PROCESS_MODULES or PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
 def _record_started_processes() -> None:
+    """Note the program of every process started through subprocess.Popen (subprocess.run and the
+    rest go through it) and start it as before: only which tests start processes is observed."""
     init = subprocess.Popen.__init__
     if getattr(init, "records_started", False):
         return
