@@ -10,7 +10,7 @@ export LARDER_WAREHOUSE_PATH ?= $(LARDER_HOME)/warehouse.duckdb
 export DAGSTER_HOME ?= $(LARDER_HOME)/dagster
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run stop test bench chaos manifest memcached install lint clean docs
+.PHONY: run stop test test-fast coverage bench chaos manifest memcached install lint clean docs
 
 run: install memcached manifest
 	$(BIN)/larder up
@@ -24,6 +24,19 @@ docs: install
 
 test: install memcached manifest
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The in-process layer only (config, store, mapping, diff, apply, definitions, the API through falcon's
+# TestClient, against real memcached, DuckDB, SQLite, Postgres, MariaDB): what `make test` runs but the
+# tests marked `slow`, which start gunicorn, nginx, dagster-webserver, a browser, dbt or `larder` processes.
+test-fast: install memcached manifest
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The whole suite under coverage.py, with the Python processes it starts measured too (pyproject.toml's
+# [tool.coverage.run]): a line per file and the total; `.venv/bin/coverage html` for the lines missed.
+coverage: install memcached manifest
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	  $(BIN)/coverage combine --quiet && $(BIN)/coverage report; exit $$status
 
 bench: install memcached manifest
 	$(BIN)/python -m bench

@@ -1,5 +1,12 @@
 """Fixtures that start real services: memcached processes, DuckDB and SQLite files, Postgres schemas,
-MariaDB databases.
+MariaDB databases; and the two test layers.
+
+Two layers: the fast one runs in this process (config, store, mapping, diff, apply, definitions, the
+API through falcon's TestClient), with real memcached, DuckDB, SQLite, Postgres and MariaDB; the
+`slow` one starts other processes (gunicorn, nginx, dagster-webserver, a browser, dbt, the `larder`
+command, the demo). `make test-fast` runs `-m "not slow"`, `make test` both. A test is marked `slow`
+when it uses a fixture named in PROCESS_FIXTURES (directly or through another fixture) or is marked
+in its module; a test left unmarked that starts a process anyway fails, naming the process.
 
 Postgres tests need 127.0.0.1:5432 (trust auth, database `test`); without it they skip with the
 reason, unless LARDER_REQUIRE_POSTGRES=1 (set by CI), where they fail instead. MariaDB tests need
@@ -10,6 +17,7 @@ LARDER_REQUIRE_MARIADB=1.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -25,6 +33,86 @@ from tests.support import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Fixtures that start a process other than memcached: every test using one is `slow`.
+PROCESS_FIXTURES = frozenset({
+    "stack", "fresh_stack",  # gunicorn behind nginx (tests/serving, tests/preview), `larder up` (test_devstack)
+    "demo_built",  # dbt build of the demo project
+    "tiny_dbt",  # dbt build and test of a small project
+    "shop",  # dbt parse of a small project
+    "demo_stack", "api_server",  # dbt build, then `larder serve`
+    "served_region",  # `larder init`, dbt and `larder serve`
+    "postgres_stack", "postgres_region",  # gunicorn reading Postgres state (tests/serving)
+})
+# Modules where tests start gunicorn, nginx or a `larder sync` process themselves, not through a
+# fixture, kept here rather than in the modules (their owners may move the mark onto those tests).
+PROCESS_MODULES = frozenset({
+    "tests/serving/test_auth.py", "tests/serving/test_cache_faults.py", "tests/serving/test_fallback.py",
+    "tests/serving/test_proxy.py", "tests/serving/test_state_outages.py", "tests/sync/test_engine_crash.py",
+})
+# What the fast layer may start: a real cache is in process enough, and Dagster mirrors the logs of
+# a run materialized in process through `tail` and a watcher script.
+IN_PROCESS_PROGRAMS = frozenset({"memcached", "tail", "watch_orphans.py"})
+
+_started: list[str] = []  # every process started in this session, by program name
+_STARTED_BEFORE = pytest.StashKey[int]()
+
+
+def pytest_configure(config):
+    _record_started_processes()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.path.relative_to(REPO_ROOT).as_posix() if item.path.is_relative_to(REPO_ROOT) else ""
+        if module in PROCESS_MODULES or PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def _record_started_processes() -> None:
+    """Note the program of every process started through subprocess.Popen (subprocess.run and the
+    rest go through it) and start it as before: only which tests start processes is observed."""
+    init = subprocess.Popen.__init__
+    if getattr(init, "records_started", False):
+        return
+
+    def recording_init(self, args, *rest, **kwargs):
+        _started.append(_program_name(args))
+        init(self, args, *rest, **kwargs)
+
+    recording_init.records_started = True
+    subprocess.Popen.__init__ = recording_init
+
+
+def _program_name(args) -> str:
+    """`memcached`, `tail`; for Python, the script or module it runs (`python3 orchestration.cli`)."""
+    if isinstance(args, (str, bytes, os.PathLike)):
+        argv = os.fsdecode(args).split()
+    else:
+        argv = [os.fsdecode(arg) for arg in args]
+    name = os.path.basename(argv[0])
+    if name.startswith("python") and len(argv) > 1:
+        target = argv[2] if argv[1] == "-m" and len(argv) > 2 else argv[1]
+        name = f"{name} {os.path.basename(target)}"
+    return name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[_STARTED_BEFORE] = len(_started)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when != "teardown" or item.get_closest_marker("slow") is not None or _STARTED_BEFORE not in item.stash:
+        return report
+    programs = sorted({p for p in _started[item.stash[_STARTED_BEFORE]:] if p.split()[-1] not in IN_PROCESS_PROGRAMS})
+    if programs and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} started {', '.join(programs)} but is not marked slow: mark it (or its "
+                           "module) with pytest.mark.slow, or add its fixture to PROCESS_FIXTURES in tests/conftest.py")
+    return report
 
 
 @pytest.fixture

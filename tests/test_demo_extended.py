@@ -14,8 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestration.config.load import REPO_ROOT
 from tests.test_init import OUTSIDE
+
+pytestmark = pytest.mark.slow
 
 COPIED = ("orchestration", "serving", "tests", "bench", "dbt_project", "pyproject.toml", "workspace.yaml")
 SKIPPED = shutil.ignore_patterns(".venv", ".larder", "target", "logs", "__pycache__", "*.pyc", "dbt_packages")

@@ -19,6 +19,8 @@ from orchestration.init import InitError, read_dbt_target, warehouse_url
 from tests.small_dbt import dbt, paste_meta_example, write_small_dbt_project
 from tests.support import MemcachedProcess, free_port
 
+pytestmark = pytest.mark.slow
+
 # Variables a developer's shell or `make` may set that would point the commands elsewhere.
 OUTSIDE = ("LARDER_HOME", "LARDER_CONFIG", "LARDER_STATE_URL", "LARDER_WAREHOUSE_PATH", "DAGSTER_HOME",
            "DBT_PROFILES_DIR", "DBT_TARGET", "LARDER_API_PORT", "LARDER_MEMCACHED_PORT")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from orchestration.definitions import build_definitions
 from tests.orchestration.conftest import PEOPLE, running_webserver, wait_until_loaded
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -42,6 +43,15 @@ class Ui:
         self.page.get_by_text(expect, exact=False).first.wait_for(timeout=UI_TIMEOUT_MS)
         self._skip_welcome_dialog()
         return self.page.inner_text("body")
+
+    def text_once(self, shows, what: str) -> str:
+        """The page's visible text once `shows(text)` holds: parts of a page (a metadata table) come
+        with a GraphQL answer of their own, after the text `open` waited for."""
+        deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+        while not shows(text := self.page.inner_text("body")):
+            assert time.monotonic() < deadline, f"{what} not shown within {UI_TIMEOUT_MS / 1000:.0f} s:\n{text[-3000:]}"
+            self.page.wait_for_timeout(200)
+        return text
 
     def _skip_welcome_dialog(self) -> None:
         # A first visit offers a newsletter sign-up over the page.
@@ -105,10 +115,10 @@ def test_the_collection_page_shows_the_merge_of_its_syncs_and_its_owners(ui):
 
 
 def test_a_sync_page_shows_its_field_mapping_and_the_other_syncs_of_its_collection(ui):
-    text = ui.open("/assets/sync/customer_profiles_sync", expect="Its records merge with those of")
+    ui.open("/assets/sync/customer_profiles_sync", expect="Its records merge with those of")
+    text = ui.text_once(lambda shown: ["field", "from", "type", "index"] in _rows(shown), "the field mapping table")
     assert "Its records merge with those of customer_engagement" in text
-    rows = [line.split("\t") for line in text.splitlines()]
-    assert ["field", "from", "type", "index"] in rows
+    rows = _rows(text)
     assert ["user_id", "column user_id", "auto", "primary"] in rows
     assert ["email", "column email", "auto", "extra"] in rows
     assert ["first_name", "Liquid {{ full_name | split: ' ' | first }}", "string", ""] in rows
@@ -149,3 +159,7 @@ def test_a_held_back_sync_says_on_its_node_and_its_page_which_dbt_test_holds_it(
 def test_the_overview_shows_the_first_build(ui):
     text = ui.open("/overview", expect="larder_up")
     assert "No runs" not in text
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [line.split("\t") for line in text.splitlines()]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dagster as dg
+import duckdb
 import pytest
 
+from orchestration.assets.keys import sync_op_name
 from orchestration.definitions import build_definitions
 from orchestration.store.cache import RecordCache
 
@@ -82,14 +84,41 @@ def test_no_second_rehydrate_is_launched_while_one_is_running(two_regions):
     assert "already queued or running" in tick.skip_message
 
 
-def test_the_rehydrate_the_sensor_requests_restores_the_records_and_quiets_it(demo_built):
-    demo_built.memcached["us"].restart()
-    assert demo_built.record("us", "customers", "user_id", "12345") is None
-    (request,) = evaluate(demo_built.defs, "us").run_requests
+def test_the_rehydrate_the_sensor_requests_restores_the_last_records_to_a_stale_region_and_quiets_it(demo_built):
+    jane = ("customers", "user_id", "12345")
+    before = demo_built.record("us", *jane)["engagement"]["listens_30d"]
+    try:
+        # us is left out of a run that changes Jane: it is owed the change when it loses its data
+        _sync_engagement(demo_built, listens_delta=1000, regions=["eu"])
+        assert demo_built.record("us", *jane)["engagement"]["listens_30d"] == before
+        demo_built.memcached["us"].restart()
+        assert demo_built.record("us", *jane) is None
+        (request,) = evaluate(demo_built.defs, "us").run_requests
 
-    instance = dg.DagsterInstance.ephemeral()
-    result = demo_built.defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags)
+        instance = dg.DagsterInstance.ephemeral()
+        result = demo_built.defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags)
 
+        assert result.success
+        restored = demo_built.record("us", *jane)
+        assert restored["full_name"] == "Jane Doe"
+        assert restored["engagement"]["listens_30d"] == before + 1000  # the last value computed, not the one us had
+        assert restored == demo_built.record("eu", *jane)
+        assert evaluate(demo_built.defs, "us", instance).run_requests == []
+    finally:
+        _sync_engagement(demo_built, listens_delta=-1000)  # every region as the other tests expect it
+    assert demo_built.record("us", *jane)["engagement"]["listens_30d"] == before
+
+
+def _sync_engagement(demo, *, listens_delta: int, **config) -> None:
+    """Change Jane's listens in the engagement model and run its sync (limited by `config`)."""
+    relation = demo.project.dbt_model("customer_engagement").relation
+    conn = duckdb.connect(str(demo.warehouse_path))
+    try:
+        conn.execute(f"update {relation} set listens_30d = listens_30d + {listens_delta} where user_id = 12345")
+    finally:
+        conn.close()
+    result = demo.defs.resolve_job_def("sync_customer_engagement").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {sync_op_name(demo.project.sync("customer_engagement")): {"config": config}}},
+    )
     assert result.success
-    assert demo_built.record("us", "customers", "user_id", "12345")["full_name"] == "Jane Doe"
-    assert evaluate(demo_built.defs, "us", instance).run_requests == []

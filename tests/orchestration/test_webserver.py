@@ -10,6 +10,8 @@ import requests
 
 from tests.orchestration.conftest import running_webserver
 
+pytestmark = pytest.mark.slow
+
 CODE_LOCATION = """
 query CodeLocation {
   locationStatusesOrError {

@@ -33,6 +33,7 @@ def test_lineage_names_each_fields_sync_and_source_column_or_template(stack):
 
 
 def test_lineage_gives_each_syncs_model_last_run_and_data_age(stack):
+    stack.sync()  # its own last run, whatever ran before
     before = time.time()
     (sync,) = stack.get("/v1/collections/customer/lineage").json()["syncs"]
 
@@ -82,16 +83,14 @@ def test_unknown_syncs_collections_and_bad_limits_are_json_errors(stack):
     assert bad_limit.json()["error"]["code"] == "invalid_parameter"
 
 
-def test_a_failed_run_is_listed_with_its_error_and_rejection_samples(stack):
-    write_customers(stack.warehouse, CUSTOMERS + [(5, "bad@example.com", "Bad Json", "{not json")])
-    try:
-        with pytest.raises(SyncFailed):
-            stack.sync()  # 1 of 5 rows rejected is over the default 10%
-    finally:
-        write_customers(stack.warehouse, CUSTOMERS)
+def test_a_failed_run_is_listed_with_its_error_and_rejection_samples(fresh_stack):
+    # A stack of its own: the failed run stays the sync's last run.
+    write_customers(fresh_stack.warehouse, CUSTOMERS + [(5, "bad@example.com", "Bad Json", "{not json")])
+    with pytest.raises(SyncFailed):
+        fresh_stack.sync()  # 1 of 5 rows rejected is over the default 10%
 
-    (run,) = stack.get("/v1/syncs/customer_profiles/runs", params={"limit": 1}).json()["runs"]
-    lineage = stack.get("/v1/collections/customer/lineage").json()["syncs"][0]
+    (run,) = fresh_stack.get("/v1/syncs/customer_profiles/runs", params={"limit": 1}).json()["runs"]
+    lineage = fresh_stack.get("/v1/collections/customer/lineage").json()["syncs"][0]
 
     assert run["status"] == "failed"
     assert "rejected" in run["error"]

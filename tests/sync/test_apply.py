@@ -225,18 +225,27 @@ def test_journal_left_by_a_crash_is_replayed_by_the_next_run(harness):
     harness.table("people", PEOPLE, [(1, "Ann", "a@x", None)])
     harness.configure(INDEXED)
     harness.run("people")
+    keys = [record_key("people", "id", "1"), record_key("people", "email", "a@x")]
+    before = {key: harness.cache().get(key) for key in keys}
+    harness.table("people", PEOPLE, [(1, "Ann v2", "a@x", None)])
+    run_id = harness.run("people").run_id
+    # The crash: state and snapshot say "Ann v2", the cache never heard of it, the journal says so.
+    harness.cache().set_many(before)
     state = StateStore(harness.project.spec.state.url)
-    key = record_key("people", "id", "1")
-    # the state says Ann is "Ann v2", but the crash happened before the cache heard of it
-    state.write_chunk(ChunkTarget(1, "people", "people", ("people",)), [
-        RecordWrite("1", b'{"id":1,"name":"Ann v2","email":"a@x","phone":null}', 0,
-                    [IndexKey(key, ""), IndexKey(record_key("people", "email", "a@x"), "people")], is_new=False),
-    ])  # and no cache_written: the journal entry stays
+    # ... committed with its journal entry (the same write again) and no cache_written: the entry stays.
+    state.write_chunk(ChunkTarget(run_id, "people", "people", ("people",)), [
+        RecordWrite("1", state.sync_fields_of("people", ["1"])["1"], state.snapshot("people")["1"],
+                    [IndexKey(keys[0], ""), IndexKey(keys[1], "people")], is_new=False),
+    ])
     assert harness.get("people", "id", 1)["name"] == "Ann"
-    harness.run("people")
-    assert harness.get("people", "id", 1)["name"] == "Ann"  # the model still says Ann: state and cache converge
+
+    report = harness.run("people")
+
+    assert report.counts["written"] == 0 and report.counts["unchanged"] == 1  # the diff found nothing to write
+    assert [harness.get("people", index, value)["name"] for index, value in (("id", 1), ("email", "a@x"))] == [
+        "Ann v2", "Ann v2"]  # only the replay could write it
     assert state.pending_journal() == []
-    assert harness.cache().get(key) is not None
+    state.dispose()
 
 
 def test_replay_of_another_syncs_stale_key_never_removes_a_live_record(harness):

@@ -85,11 +85,26 @@ def _wait_for_lease(state: StateStore, sync_name: str, process: subprocess.Popen
     raise TimeoutError(f"the run of {sync_name!r} never held the lease")
 
 
+def _wait_for_commit_before_cache_write(state: StateStore, sync_name: str, process: subprocess.Popen) -> Lease:
+    """The lease of the customers collection once the process's run has committed a chunk to state
+    and not yet written it to the cache (its journal entry is pending): with a long pause after each
+    commit, the process stays there until killed."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lease, run = state.lease_of("customers"), state.last_run(sync_name)
+        if lease and run and lease.run_id == run.id and state.pending_journal(sync_name):
+            return lease
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.01)
+    raise TimeoutError(f"the run of {sync_name!r} never committed a chunk")
+
+
 def _finished(process: subprocess.Popen) -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr.decode()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_two_processes_syncing_one_collection_at_once_serve_exactly_the_merged_model(harness, state_url):
     state = _setup(harness, state_url)
     # profiles is slow (it sleeps between each chunk's commit and its cache write) and engagement
@@ -108,6 +123,7 @@ def test_two_processes_syncing_one_collection_at_once_serve_exactly_the_merged_m
     state.dispose()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_a_second_run_of_the_collection_waits_for_the_first_to_finish(harness, state_url):
     state = _setup(harness, state_url)
     process = _start_sync(harness, "profiles", pause=0.05)
@@ -149,13 +165,17 @@ def test_a_lease_from_another_host_that_expires_is_taken_over(harness, sqlite_ur
     state.dispose()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_the_lease_of_a_sigkilled_run_is_taken_over_and_the_next_run_converges(harness, sqlite_url):
     # The killed process lived on this host, so its lease is taken at once, not after LEASE_SECONDS.
     state = _setup(harness, sqlite_url, lease_wait_seconds=5)
-    process = _start_sync(harness, "profiles", pause=0.25)
-    holder = _wait_for_lease(state, "profiles", process, written=CHUNK)
-    process.send_signal(signal.SIGKILL)
+    process = _start_sync(harness, "profiles", pause=600)  # held after its first commit until killed
+    try:
+        holder = _wait_for_commit_before_cache_write(state, "profiles", process)
+    finally:
+        process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=10) == -signal.SIGKILL
+    assert [entry.run_id for entry in state.pending_journal("profiles")] == [holder.run_id]  # killed mid-chunk
     assert state.lease_of("customers").token == holder.token  # the dead run never released it
     taker = harness.run("engagement")
     assert taker.status == "succeeded"
@@ -182,6 +202,7 @@ def test_a_run_whose_expired_lease_is_taken_over_is_marked_failed(harness, state
     state.dispose()
 
 
+@pytest.mark.slow  # a `larder sync` subprocess
 def test_rehydrate_waits_for_a_sync_writing_the_collection(harness, sqlite_url, memcached):
     state = _setup(harness, sqlite_url)
     process = _start_sync(harness, "profiles", pause=0.05)

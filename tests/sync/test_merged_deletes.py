@@ -152,7 +152,8 @@ def test_clear_in_a_merged_collection_removes_only_the_syncs_fields_and_its_indi
     memcached.flush()
     client = _api(harness)
     assert _api_get(client, "id", "1").json == rest
-    assert _api_get(client, "email", "ann@x").status_code == 404
+    gone = _api_get(client, "email", "ann@x")  # the index went with the sync's fields; the collection still has it
+    assert gone.status_code == 404 and gone.json["error"]["code"] == "record_not_found"
 
     _tables(harness, [ANN, BOB], [ANN_SCORE, BOB_SCORE])
     harness.run("profiles")
