@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report, serving, sync
@@ -43,7 +43,7 @@ def run(parts, *, quick: bool, sync_rows: int | None = None, workers: int | None
     """Run the chosen benchmarks; returns everything that goes into the JSON (targets included)."""
     started = time.monotonic()
     results: dict = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": quick,
         "machine": report.machine(),
         "note": "2-core machine shared with other work while measuring: figures are noisy; ratios are taken in one run",

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+
 from orchestration.config.load import REPO_ROOT
 from orchestration.machine import free_port, listening, wait_for_port
 
@@ -43,7 +44,7 @@ class MemcachedProcess:
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, timeout)
 
-    def __enter__(self) -> "MemcachedProcess":
+    def __enter__(self) -> MemcachedProcess:
         self.start(timeout=20.0)
         return self
 
@@ -110,7 +111,7 @@ class SlowClients:
         self._stop = None
         self._thread = None
 
-    def __enter__(self) -> "SlowClients":
+    def __enter__(self) -> SlowClients:
         for kind, count in self.counts.items():
             for _ in range(count):
                 sock = socket.create_connection(self.address, timeout=5)

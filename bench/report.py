@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def write_results(results: dict[str, Any], out_dir: Path) -> Path:
     """<timestamp>.json and latest.json (and latest.png) in `out_dir`; returns latest.json's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
     (out_dir / f"{stamp}.json").write_text(text)
     latest = out_dir / "latest.json"

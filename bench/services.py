@@ -8,15 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
 from bench.processes import MemcachedProcess
 from orchestration.config.load import REPO_ROOT
-from orchestration.machine import free_port, wait_for_port
+
 GUNICORN_CONF = REPO_ROOT / "serving" / "gunicorn.conf.py"
 REGION = "bench"
 TIME = "/usr/bin/time"
@@ -32,7 +33,7 @@ class ProcessRun:
     stdout: str
     stderr: str
 
-    def check(self, what: str) -> "ProcessRun":
+    def check(self, what: str) -> ProcessRun:
         if self.returncode != 0:
             raise RuntimeError(f"{what} exited with {self.returncode}:\n{self.stderr[-2000:]}{self.stdout[-2000:]}")
         return self
@@ -139,7 +140,7 @@ class HttpServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "HttpServer":
+    def __enter__(self) -> HttpServer:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command, env=self.env, cwd=REPO_ROOT, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)

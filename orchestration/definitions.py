@@ -18,7 +18,6 @@ from orchestration.resources import build_resources
 from orchestration.sensors import build_cache_loss_sensors
 from orchestration.triggers import automation_conditions, build_automation_sensor, build_schedules
 
-
 # Every step of a run shares the run's process: a sync's steps are short, and a process per step
 # (Dagster's default) would spend longer importing the code location than working.
 EXECUTOR = dg.in_process_executor

@@ -90,7 +90,7 @@ def init_project(dbt_project: Path, directory: Path, *, profiles_dir: Path | Non
     try:
         project = load_project(directory / "larder.yaml")
     except ConfigError as error:
-        raise InitError(f"the project written in {directory} does not load (edit it, or rerun with --force):\n{error}")
+        raise InitError(f"the project written in {directory} does not load (edit it, or rerun with --force):\n{error}") from error
     _print_next_steps(dbt, directory, project, models)
     return 0
 

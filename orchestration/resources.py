@@ -11,7 +11,7 @@ the UI would show as the resource's configuration.
 
 # No `from __future__ import annotations`: Dagster reads the resource annotations.
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 

@@ -19,7 +19,6 @@ from bench.processes import (  # noqa: F401  (the tests import them from here)
 from orchestration.config.load import Project, load_project
 from orchestration.machine import free_port, wait_for_port  # noqa: F401
 
-
 # Jane Doe's recommendations in the Braze page excerpted in tests/fixtures/braze-connected-content.txt.
 JANE_RECOMMENDATIONS = {
     "concerts": [

@@ -8,7 +8,6 @@ import pytest
 from orchestration.cli import main
 from orchestration.store.state import StateStore, hash_secret
 
-
 PEOPLE = {
     "name": "people",
     "model": {"sql": "select 1 as id"},

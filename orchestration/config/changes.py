@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from orchestration.config.load import ConfigError, Project, load_project
 
@@ -118,7 +118,7 @@ class ProjectWatcher:
                       self._path, message)
         self.failure = LoadFailure(message, current)
 
-    def start(self) -> "ProjectWatcher":
+    def start(self) -> ProjectWatcher:
         thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         thread.start()
         return self

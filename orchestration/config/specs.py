@@ -54,7 +54,7 @@ class FieldSpec(Strict):
     type: FieldType = FieldType.auto
 
     @model_validator(mode="after")
-    def _one_source(self) -> "FieldSpec":
+    def _one_source(self) -> FieldSpec:
         if (self.column is None) == (self.liquid is None):
             raise ValueError("a field takes exactly one of 'column' or 'liquid'")
         if self.liquid is not None and self.to is None:
@@ -90,7 +90,7 @@ class ModelRef(Strict):
     sql: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelRef":
+    def _one_source(self) -> ModelRef:
         if (self.dbt is None) == (self.sql is None):
             raise ValueError("a model takes exactly one of 'dbt' (a dbt model name) or 'sql'")
         return self
@@ -168,7 +168,7 @@ class SyncSpec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _indices_are_top_level_mapped_fields(self, info: ValidationInfo) -> "SyncSpec":
+    def _indices_are_top_level_mapped_fields(self, info: ValidationInfo) -> SyncSpec:
         # A model validator's error has no location of its own: each message starts with the field
         # it is about (`indices: ...`), which the loader reports as the location.
         targets = [f.target for f in self.fields]
@@ -188,7 +188,7 @@ class SyncSpec(Strict):
         return self
 
     @model_validator(mode="after")
-    def _dbt_tests_need_a_dbt_model(self) -> "SyncSpec":
+    def _dbt_tests_need_a_dbt_model(self) -> SyncSpec:
         if "on_failed_dbt_tests" in self.model_fields_set and self.model.dbt is None:
             raise ValueError("on_failed_dbt_tests: only a sync reading a dbt model has dbt tests to hold it back")
         return self

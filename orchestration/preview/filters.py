@@ -18,7 +18,8 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -128,7 +129,7 @@ class ZonedTime(dt.datetime):
     """
 
     @classmethod
-    def of(cls, moment: dt.datetime) -> "ZonedTime":
+    def of(cls, moment: dt.datetime) -> ZonedTime:
         return cls(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
                    moment.microsecond, tzinfo=moment.tzinfo, fold=moment.fold)
 
@@ -179,13 +180,13 @@ def _to_datetime(value: Any) -> dt.datetime | None:
     if is_undefined(value) or value is None:
         return None
     if isinstance(value, str) and value in ("now", "today"):
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
     if isinstance(value, dt.datetime):
         moment = value
     elif isinstance(value, dt.date):
         moment = dt.datetime.combine(value, dt.time.min)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+        return dt.datetime.fromtimestamp(value, dt.UTC)
     elif isinstance(value, str):
         try:
             moment = date_parser.parse(value)
@@ -193,7 +194,7 @@ def _to_datetime(value: Any) -> dt.datetime | None:
             return None
     else:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _to_zone(zone: Any) -> dt.tzinfo:

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from orchestration.store.state import Lease, StateStore
 

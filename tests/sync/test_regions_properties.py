@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from orchestration.sync import Services, rehydrate_region
 from tests.sync.conftest import SyncHarness
 from tests.sync.test_diff_properties import (
-    PROFILES, STATS, ExpectedModel, every_lookup, model_states, profile_row, stats_row,
+    PROFILES,
+    STATS,
+    ExpectedModel,
+    every_lookup,
+    model_states,
+    profile_row,
+    stats_row,
 )
 
 REGIONS = ("us", "eu")

@@ -4,7 +4,8 @@ of each, so a test written once runs on DuckDB, Postgres and MariaDB."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import sqlalchemy as sa

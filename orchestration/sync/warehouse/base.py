@@ -6,8 +6,9 @@ picks it from the URL (`backend_for`, the only place that does).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, NamedTuple, Protocol
 
 # (pk, fingerprint) of what a sync wrote, in batches: what a delta compares the model with.
 Snapshot = Iterable[list[tuple[str, int]]]

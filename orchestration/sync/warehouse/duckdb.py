@@ -6,8 +6,9 @@ rows that changed reach Python.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import duckdb
 import orjson
@@ -58,7 +59,7 @@ class DuckDBWarehouse(Warehouse):
                 yield [as_dict(row) for row in part]
 
     def iter_delta(self, sql: str, *, index_columns: Sequence[str], source_columns: Sequence[str], snapshot: Snapshot,
-                   salt: str, rewrite_all: bool, chunk_size: int) -> "DuckDBDelta":
+                   salt: str, rewrite_all: bool, chunk_size: int) -> DuckDBDelta:
         return DuckDBDelta(self, sql, index_columns, source_columns, snapshot, salt, rewrite_all, chunk_size)
 
     def count(self, sql: str) -> int:

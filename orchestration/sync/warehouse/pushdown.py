@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -82,7 +83,7 @@ class KeyedDelta:
     by_key_max_share = 0.2
     by_key_max_queries = 4
 
-    def __init__(self, warehouse: "SqlWarehouse", sql: str, index_columns: Sequence[str],
+    def __init__(self, warehouse: SqlWarehouse, sql: str, index_columns: Sequence[str],
                  source_columns: Sequence[tuple[str, str]], snapshot: Snapshot, seed: int, rewrite_all: bool,
                  chunk_size: int):
         self._warehouse, self._dialect = warehouse, warehouse.dialect

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import UTC
 from itertools import islice
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -263,7 +264,7 @@ class MySqlDialect(SqlDialect):
             values = list(row)
             for i in timestamps:
                 if values[i] is not None:
-                    values[i] = values[i].replace(tzinfo=timezone.utc)
+                    values[i] = values[i].replace(tzinfo=UTC)
             for i in documents:
                 if values[i] is not None:
                     values[i] = _loads_json(values[i])

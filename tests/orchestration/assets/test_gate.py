@@ -5,12 +5,12 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-# Dagster's own automation tester selects with a beta parameter; nothing of ours is beta.
-pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
-
 from orchestration.config.load import ConfigError
 from orchestration.definitions import build_definitions
 from tests.orchestration.conftest import PEOPLE
+
+# Dagster's own automation tester selects with a beta parameter; nothing of ours is beta.
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
 BAD_COUNTRY = PEOPLE.replace("2,Bo Chan,DE", "2,Bo Chan,XX")  # XX is no country: the relationships test fails
 RELATIONSHIPS_TEST = "relationships_people_country__code__ref_countries_"
