@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
+from orchestration.config.load import REPO_ROOT
 from tests.support import (
     MemcachedProcess,
     ProjectFactory,
@@ -31,8 +31,6 @@ from tests.support import (
     postgres_available,
     postgres_base_url,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Fixtures that start a process other than memcached: every test using one is `slow`.
 PROCESS_FIXTURES = frozenset({

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from orchestration.config.load import REPO_ROOT
 
 
 def imported_packages(package: str) -> dict[str, set[str]]:

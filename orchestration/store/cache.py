@@ -26,6 +26,7 @@ from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.client.retrying import RetryingClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
+from orchestration.machine import host_port
 from orchestration.store.keys import SENTINEL_KEY
 
 WRITE_BATCH = 2_000
@@ -111,7 +112,7 @@ class _Server:
 
     def __init__(self, server: str, *, read_timeout: float, timeout: float, connect_timeout: float,
                  breaker: CircuitBreaker):
-        address = _host_port(server)
+        address = host_port(server)
         self.name = server
         self.breaker = breaker
         # Reads go through a plain client and retry a dropped connection themselves, only when it
@@ -354,8 +355,3 @@ class _StoreWriter:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-
-def _host_port(server: str) -> tuple[str, int]:
-    host, _, port = server.rpartition(":")
-    return host, int(port)

@@ -18,12 +18,10 @@ import orjson
 import pytest
 import requests
 
+from orchestration.config.load import REPO_ROOT
 from orchestration.store.state import StateStore
 from orchestration.sync import Services, run_sync
 from tests.support import JANE_RECOMMENDATIONS, MemcachedProcess, ProjectFactory, free_port
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 # (id, email, full_name, recommendations): emails exercise unicode, spaces and '/' in URLs.
 CUSTOMERS = [

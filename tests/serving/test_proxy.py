@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from orchestration.config.load import REPO_ROOT
 from serving.proxy import NginxProcess, ProxyLimits, render_config
 from tests.support import free_port, wait_for_port
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Launched:
