@@ -149,18 +149,22 @@ class SlowClients:
 
 class TcpProxy:
     """bench/tcp_proxy.py in front of a TCP service, on one port across restarts: `freeze` hangs
-    every connection (SIGSTOP), `kill` makes it refuse."""
+    every connection (SIGSTOP), `thaw` ends that, `kill` makes it refuse; `reply_delay` slows
+    every answer."""
 
-    def __init__(self, target_host: str, target_port: int):
+    def __init__(self, target_host: str, target_port: int, *, reply_delay: float = 0.0):
         self.port = free_port()
         self.target = (target_host, target_port)
+        self.reply_delay = reply_delay
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self) -> TcpProxy:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.tcp_proxy", str(self.port), self.target[0], str(self.target[1])],
+            [sys.executable, "-m", "bench.tcp_proxy", str(self.port), self.target[0], str(self.target[1]),
+             "--reply-delay", str(self.reply_delay)],
             cwd=REPO_ROOT)
         wait_for_port(self.port)
+        return self
 
     def freeze(self) -> None:
         os.kill(self.process.pid, signal.SIGSTOP)

@@ -17,12 +17,12 @@ import requests
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
+from bench.processes import TcpProxy
 from orchestration.store.cache import RecordCache
 from orchestration.store.keys import record_key
 from orchestration.store.state import make_engine
 from serving.state_reads import api_state_store
 from tests.serving.conftest import CUSTOMERS, Stack, write_customers
-from tests.serving.tcp_proxy import TcpProxy
 
 JANE = "/v1/collections/customer/records/id/12345"
 NOBODY = "/v1/collections/customer/records/id/999999"
@@ -32,16 +32,16 @@ def proxied(url: str, proxy: TcpProxy) -> str:
     return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
-def target_of(url: str) -> str:
+def target_of(url: str) -> tuple[str, int]:
     parsed = make_url(url)
-    return f"{parsed.host or '127.0.0.1'}:{parsed.port or 5432}"
+    return parsed.host or "127.0.0.1", parsed.port or 5432
 
 
 @pytest.fixture
 def proxy(postgres_url):
-    running = TcpProxy(target_of(postgres_url)).start()
+    running = TcpProxy(*target_of(postgres_url)).start()
     yield running
-    running.stop()
+    running.kill()
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_with_the_state_store_hung_cached_records_are_served_and_misses_answer_5
 def test_with_the_state_store_refusing_connections_a_miss_answers_state_unavailable(postgres_stack, proxy):
     stack = postgres_stack
     assert set(stack.statuses(JANE)) == {200}  # every worker has loaded the keys
-    proxy.stop()
+    proxy.kill()
 
     assert_state_unavailable(stack.get(NOBODY))
     assert stack.get(JANE).status_code == 200
@@ -96,7 +96,7 @@ def test_the_error_log_names_no_index_value_and_repeats_a_warning_once_per_inter
 
     stack = postgres_stack
     assert set(stack.statuses(JANE)) == {200}
-    proxy.stop()
+    proxy.kill()
     RecordCache([stack.us.server]).delete_many([record_key("customer", "email", "jane@example.com")])
     started = time.monotonic()
     for _ in range(3):
@@ -122,7 +122,7 @@ def test_a_lookup_racing_a_deleting_sync_never_puts_the_deleted_record_back(tmp_
     trips, well within the API's deadline), so lookups that read a record just before the delete
     commits put it back just after the sync removed it from the cache.
     """
-    slow = TcpProxy(target_of(postgres_url), reply_delay=0.04).start()
+    slow = TcpProxy(*target_of(postgres_url), reply_delay=0.04).start()
     stack = Stack(tmp_path, state_url=postgres_url, api_state_url=proxied(postgres_url, slow), workers=4)
     customers = [(1000 + i, f"user{i}@example.com", f"User {i}", {"concerts": []}) for i in range(40)]
     try:
@@ -150,7 +150,7 @@ def test_a_lookup_racing_a_deleting_sync_never_puts_the_deleted_record_back(tmp_
         assert served_after_delete == []
     finally:
         stack.stop()
-        slow.stop()
+        slow.kill()
 
 
 def answer_from_state(stack: Stack, path: str) -> requests.Response:
