@@ -18,7 +18,8 @@ import orjson
 from orchestration.config.specs import FieldType
 from orchestration.store.keys import index_text
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected, json_default
-from orchestration.sync.warehouse import ModelDelta
+from orchestration.sync.warehouse import DeltaRow, ModelDelta
+from orchestration.sync.workers import Outcome, mapped_inline, present_rows
 
 SPILL_IN_MEMORY_BYTES = 64 * 1024 * 1024
 SPILL_BATCH = 2_000  # records per spilled block
@@ -143,9 +144,9 @@ def plan_sync(
     sharing the value is rejected, and the record keeps what it had before.
     """
     scan = _Scan(mapper, snapshot, full_resync=full_resync, max_samples=max_samples)
-    for chunk in chunks:
-        for row in chunk:
-            record = scan.map(row)
+    for chunk, outcomes in mapped_inline(chunks, _whole, mapper, hashed=True):
+        for row, outcome in zip(chunk, outcomes):
+            record = scan.count(row, outcome)
             if record is not None:
                 previous = snapshot.get(record.pk)
                 scan.admit(record, row, previous, record.row_hash, tracked=True, same_body=previous == record.row_hash)
@@ -163,6 +164,7 @@ def plan_delta(
     max_samples: int = 20,
     progress: Callable[[dict[str, int]], None] | None = None,
     previous_bodies: Callable[[list[str]], dict[str, bytes]] | None = None,
+    mapped: Iterable[tuple[list[DeltaRow], list[Outcome]]] | None = None,
 ) -> SyncPlan:
     """The plan `plan_sync` would make, from the rows the warehouse found different (ModelDelta).
 
@@ -171,12 +173,16 @@ def plan_delta(
     row, so duplicates are rejected the same way; the snapshot stores fingerprints, not body hashes.
     A fingerprint that differs says the inputs or the mapping changed, not that the record did:
     `previous_bodies` (pk → the fields last written) tells a changed record from a rewritten one.
+    `mapped`: the delta's chunks already mapped (by worker processes), in any order; else the
+    rows are mapped here.
     """
-    # The snapshot holds the warehouse's fingerprints: bodies need no hash of their own.
-    scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples, hash_bodies=False)
+    scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples)
     matched = 0  # snapshot pks met in the delta (removed included)
     shared_matched: set[str] = set()
-    for chunk in delta:
+    if mapped is None:  # the snapshot holds the warehouse's fingerprints: bodies need no hash of their own
+        mapped = mapped_inline(delta, present_rows, mapper, hashed=False)
+    for chunk, outcomes in mapped:
+        row_outcomes = iter(outcomes)
         before: dict[str, bytes] = {}
         if delta.snapshot_size and previous_bodies is not None:  # (a first sync has nothing to compare)
             differing = [pk for row, pk, fingerprint, previous, _ in chunk
@@ -192,7 +198,7 @@ def plan_delta(
                     shared_matched.add(pk)
                 else:
                     matched += 1
-            record = scan.map(row)
+            record = scan.count(row, next(row_outcomes))
             if record is not None:
                 same_body = previous == fingerprint or before.get(record.pk) == record.body
                 scan.admit(record, row, previous, fingerprint, tracked=shared, same_body=same_body)
@@ -207,32 +213,33 @@ def plan_delta(
     return scan.plan
 
 
+def _whole(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return chunk
+
+
 class _Scan:
     """One scan's bookkeeping. `seen` maps tracked pks to how they were counted (_Seen); in
     plan_sync it is the snapshot itself, so its other values are the previous hashes."""
 
-    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int,
-                 hash_bodies: bool = True):
+    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int):
         self.plan = SyncPlan()
-        self.hash_bodies = hash_bodies
         self.mapper = mapper
         self.seen = seen
         self.full_resync = full_resync
         self.max_samples = max_samples
         self.index_owner: dict[str, dict[str, str]] = {name: {} for name in mapper.spec.indices}
 
-    def map(self, row: dict[str, Any]) -> MappedRecord | None:
-        """The row's record, or None when it is rejected (counted and sampled here)."""
+    def count(self, row: dict[str, Any], outcome: Outcome) -> MappedRecord | None:
+        """Count a row read; its record, or None when it was rejected (counted and sampled here)."""
         self.plan.rows_read += 1
-        try:
-            return self.mapper.map_row(row, hashed=self.hash_bodies)
-        except RowRejected as error:
-            self.reject(str(error), error.pk, row)
-            if error.pk is not None and not isinstance(self.seen.get(error.pk), _Seen):
-                # The record keeps what it had: it is neither rewritten nor removed.
-                self.seen[error.pk] = _REJECTED
-                self.plan.rejected_pks.add(error.pk)
-            return None
+        if not isinstance(outcome, RowRejected):
+            return outcome
+        self.reject(str(outcome), outcome.pk, row)
+        if outcome.pk is not None and not isinstance(self.seen.get(outcome.pk), _Seen):
+            # The record keeps what it had: it is neither rewritten nor removed.
+            self.seen[outcome.pk] = _REJECTED
+            self.plan.rejected_pks.add(outcome.pk)
+        return None
 
     def admit(self, record: MappedRecord, row: dict[str, Any], previous: Any, row_hash: int, *, tracked: bool,
               same_body: bool) -> None:

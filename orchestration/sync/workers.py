@@ -1,0 +1,174 @@
+"""Mapping a model's rows on every core: worker processes read and map their own part of a delta.
+
+A scan reads every row that needs mapping, maps it (select, rename, Liquid, encode) and then
+does bookkeeping that must see the rows one after the other (duplicates, counts, samples).
+Reading (rows become Python objects) and mapping are most of the work and need nothing from
+other rows, so a delta that can split itself (`SplittableDelta`: the DuckDB backend) is read by
+worker processes, one part each, which map their rows and send back only what the bookkeeping
+needs: the records, and the rows it may have to show (rejected or sharing an index value).
+Shipping rows to workers instead would cost more than mapping them.
+
+The queue between workers and the scan holds a few chunks, so memory stays flat whatever the
+model's size. A worker that raises fails the scan with its error (`MappingFailed`); a worker that
+dies (killed, out of memory) fails it too, never a hang.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+from contextlib import contextmanager
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
+
+from orchestration.config.specs import SyncSpec
+from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
+from orchestration.sync.warehouse import DeltaRow, ModelDelta
+
+# Chunks waiting in the queue per worker: enough that a worker rarely waits for the scan,
+# few enough that memory holds a handful of chunks.
+QUEUED_PER_WORKER = 2
+# How often the scan, waiting for a chunk, checks that every worker is still alive.
+LIVENESS_SECONDS = 1.0
+
+Outcome = MappedRecord | RowRejected  # a row's record, or why it has none
+Chunk = TypeVar("Chunk")
+MappedChunk = tuple[list[DeltaRow], list[Outcome]]  # a delta's chunk, and the outcome of each row it has
+
+_DONE = "done"
+_FAILED = "failed"
+
+
+class MappingFailed(RuntimeError):
+    """A worker process failed or died while reading and mapping its part of the model."""
+
+
+@runtime_checkable
+class SplittableDelta(Protocol):
+    """A ModelDelta that can be read in parts, each from its own process."""
+
+    snapshot_size: int
+
+    def split(self, parts: int) -> ContextManager[Sequence[ModelDelta]]:
+        """`parts` deltas whose chunks, together, are this delta's; `snapshot_size` is set on entry."""
+
+
+def default_workers() -> int:
+    """One worker per core the process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def map_rows(mapper: RecordMapper, rows: Sequence[dict[str, Any]], hashed: bool) -> list[Outcome]:
+    """Each row's record, or the RowRejected that says why it has none."""
+    outcomes: list[Outcome] = []
+    append, map_row = outcomes.append, mapper.map_row
+    for row in rows:
+        try:
+            append(map_row(row, hashed=hashed))
+        except RowRejected as rejected:
+            append(rejected)
+    return outcomes
+
+
+def mapped_inline(chunks: Iterable[Chunk], rows_of: Callable[[Chunk], Sequence[dict[str, Any]]],
+                  mapper: RecordMapper, *, hashed: bool) -> Iterator[tuple[Chunk, list[Outcome]]]:
+    """(chunk, the outcome of each of its rows `rows_of` gives), mapped in this process."""
+    for chunk in chunks:
+        yield chunk, map_rows(mapper, rows_of(chunk), hashed)
+
+
+def present_rows(chunk: Sequence[DeltaRow]) -> list[dict[str, Any]]:
+    """The rows of a delta chunk to map: all but records whose row left the model."""
+    return [delta_row.row for delta_row in chunk if delta_row.row is not None]
+
+
+@contextmanager
+def mapped_in_workers(delta: SplittableDelta, mapper: RecordMapper, *, workers: int,
+                      hashed: bool) -> Iterator[Iterator[MappedChunk]]:
+    """The delta's chunks with their outcomes (as `mapped_inline` gives them, in another order),
+    read and mapped by `workers` processes; leaving the block stops them."""
+    context = _context()
+    results = context.Queue(maxsize=workers * QUEUED_PER_WORKER)
+    with delta.split(workers) as parts:
+        processes = [
+            context.Process(target=_work, args=(part, mapper.spec, mapper.max_record_bytes, hashed, results),
+                            name=f"larder-mapping-{i}", daemon=True)
+            for i, part in enumerate(parts)
+        ]
+        try:
+            for process in processes:
+                process.start()
+            yield _collect(results, processes)
+        finally:
+            _stop(processes)
+            results.close()
+
+
+def _collect(results, processes: list) -> Iterator[MappedChunk]:
+    """Chunks as workers send them, until every worker said it is done."""
+    running = len(processes)
+    while running:
+        try:
+            kind, payload = results.get(timeout=LIVENESS_SECONDS)
+        except queue.Empty:
+            _check_alive(processes)
+            yield [], []  # nothing yet: the scan reports progress (and keeps its lease) meanwhile
+            continue
+        if kind == _DONE:
+            running -= 1
+        elif kind == _FAILED:
+            raise MappingFailed(payload)
+        else:
+            yield payload
+
+
+def _check_alive(processes: list) -> None:
+    """Raise if a worker ended without saying it is done (its last words may still be queued)."""
+    for process in processes:
+        if process.exitcode is not None and process.exitcode != 0:
+            raise MappingFailed(f"mapping worker {process.name} died (exit code {process.exitcode}: killed, or "
+                                f"out of memory?) before it had read its part of the model")
+
+
+def _stop(processes: list) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # blocked on a full queue after a failure elsewhere: nothing to keep
+    for process in processes:
+        if process.pid is not None:
+            process.join()
+
+
+def _context():
+    """Fork where there is fork: a worker starts in milliseconds with every module loaded."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _work(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, hashed: bool, results) -> None:
+    """A worker: read the part, map its rows, send each chunk's outcomes and the rows the scan may show."""
+    try:
+        mapper = RecordMapper(spec, max_record_bytes=max_record_bytes)
+        for chunk, outcomes in mapped_inline(part, present_rows, mapper, hashed=hashed):
+            results.put(("chunk", (_keep_needed_rows(chunk, outcomes), outcomes)))
+        results.put((_DONE, None))
+    except BaseException as error:  # sent as text: any exception, even one that does not pickle
+        results.put((_FAILED, f"{str(error) or type(error).__name__} (in mapping worker {os.getpid()})"))
+
+
+_NOT_SENT: dict[str, Any] = {}  # stands for a row the scan will not show (None would mean the row left)
+
+
+def _keep_needed_rows(chunk: Sequence[DeltaRow], outcomes: Sequence[Outcome]) -> list[DeltaRow]:
+    """The chunk without the rows the scan never shows: only a rejected row, or one that shares
+    an index value (it may be rejected as a duplicate), can become a rejection sample."""
+    mapped = iter(outcomes)
+    kept = []
+    for delta_row in chunk:
+        if delta_row.row is not None and not isinstance(next(mapped), RowRejected) and not delta_row.shared:
+            delta_row = delta_row._replace(row=_NOT_SENT)
+        kept.append(delta_row)
+    return kept
