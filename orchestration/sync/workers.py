@@ -8,7 +8,7 @@ worker processes, one part each, which map their rows and send back only what th
 needs: the records, and the rows it may have to show (rejected or sharing an index value).
 Shipping rows to workers instead would cost more than mapping them.
 
-The queue between workers and the scan holds a few chunks, so memory stays flat whatever the
+A worker waits while the scan has not taken its last chunk, so memory stays flat whatever the
 model's size. A worker that raises fails the scan with its error (`MappingFailed`); a worker that
 dies (killed, out of memory) fails it too, never a hang.
 """
@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 from contextlib import contextmanager
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
 from orchestration.sync.warehouse import DeltaRow, ModelDelta
 
-# Chunks waiting in the queue per worker: enough that a worker rarely waits for the scan,
-# few enough that memory holds a handful of chunks.
-QUEUED_PER_WORKER = 2
 # How often the scan, waiting for a chunk, checks that every worker is still alive.
 LIVENESS_SECONDS = 1.0
 
@@ -91,55 +89,54 @@ def mapped_in_workers(delta: SplittableDelta, mapper: RecordMapper, *, workers: 
     """The delta's chunks with their outcomes (as `mapped_inline` gives them, in another order),
     read and mapped by `workers` processes; leaving the block stops them."""
     context = _context()
-    results = context.Queue(maxsize=workers * QUEUED_PER_WORKER)
     with delta.split(workers) as parts:
-        processes = [
-            context.Process(target=_work, args=(part, mapper.spec, mapper.max_record_bytes, hashed, results),
-                            name=f"larder-mapping-{i}", daemon=True)
-            for i, part in enumerate(parts)
-        ]
+        started: dict[Connection, BaseProcess] = {}
         try:
-            for process in processes:
+            for index, part in enumerate(parts):
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(target=_work, args=(part, mapper.spec, mapper.max_record_bytes, hashed, sender),
+                                          name=f"larder-mapping-{index}", daemon=True)
                 process.start()
-            yield _collect(results, processes)
+                sender.close()  # the worker holds the only sending end: its death reads as the end of the pipe
+                started[receiver] = process
+            yield _collect(dict(started))
         finally:
-            _stop(processes)
-            results.close()
+            _stop(started)
 
 
-def _collect(results, processes: list) -> Iterator[MappedChunk]:
-    """Chunks as workers send them, until every worker said it is done."""
-    running = len(processes)
+def _collect(running: dict[Connection, BaseProcess]) -> Iterator[MappedChunk]:
+    """Chunks as workers send them, until every worker said it is done. Each worker has its own
+    pipe, so one that dies mid-message spoils only its own, and the end of it tells the scan."""
     while running:
-        try:
-            kind, payload = results.get(timeout=LIVENESS_SECONDS)
-        except queue.Empty:
-            _check_alive(processes)
+        ready = wait(list(running), timeout=LIVENESS_SECONDS)
+        if not ready:
             yield [], []  # nothing yet: the scan reports progress (and keeps its lease) meanwhile
-            continue
-        if kind == _DONE:
-            running -= 1
-        elif kind == _FAILED:
-            raise MappingFailed(payload)
-        else:
-            yield payload
+        for receiver in ready:
+            try:
+                kind, payload = receiver.recv()
+            except EOFError:
+                raise MappingFailed(_died(running[receiver])) from None
+            if kind == _DONE:
+                del running[receiver]
+            elif kind == _FAILED:
+                raise MappingFailed(payload)
+            else:
+                yield payload
 
 
-def _check_alive(processes: list) -> None:
-    """Raise if a worker ended without saying it is done (its last words may still be queued)."""
-    for process in processes:
-        if process.exitcode is not None and process.exitcode != 0:
-            raise MappingFailed(f"mapping worker {process.name} died (exit code {process.exitcode}: killed, or "
-                                f"out of memory?) before it had read its part of the model")
+def _died(process: BaseProcess) -> str:
+    process.join(timeout=LIVENESS_SECONDS)
+    return (f"mapping worker {process.name} died (exit code {process.exitcode}: killed, or out of memory?) "
+            f"before it had read its part of the model")
 
 
-def _stop(processes: list) -> None:
-    for process in processes:
+def _stop(started: dict[Connection, BaseProcess]) -> None:
+    for process in started.values():
         if process.is_alive():
-            process.terminate()  # blocked on a full queue after a failure elsewhere: nothing to keep
-    for process in processes:
-        if process.pid is not None:
-            process.join()
+            process.terminate()  # after a failure elsewhere, or blocked sending: nothing of it is needed
+    for receiver, process in started.items():
+        process.join()
+        receiver.close()
 
 
 def _context():
@@ -148,15 +145,18 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _work(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, hashed: bool, results) -> None:
-    """A worker: read the part, map its rows, send each chunk's outcomes and the rows the scan may show."""
+def _work(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, hashed: bool, sender: Connection) -> None:
+    """A worker: read the part, map its rows, send each chunk's outcomes and the rows the scan may
+    show. Sending blocks while the scan is behind, so a worker holds a chunk or two at most."""
     try:
         mapper = RecordMapper(spec, max_record_bytes=max_record_bytes)
         for chunk, outcomes in mapped_inline(part, present_rows, mapper, hashed=hashed):
-            results.put(("chunk", (_keep_needed_rows(chunk, outcomes), outcomes)))
-        results.put((_DONE, None))
+            sender.send(("chunk", (_keep_needed_rows(chunk, outcomes), outcomes)))
+        sender.send((_DONE, None))
     except BaseException as error:  # sent as text: any exception, even one that does not pickle
-        results.put((_FAILED, f"{str(error) or type(error).__name__} (in mapping worker {os.getpid()})"))
+        sender.send((_FAILED, f"{str(error) or type(error).__name__} (in mapping worker {os.getpid()})"))
+    finally:
+        sender.close()
 
 
 _NOT_SENT: dict[str, Any] = {}  # stands for a row the scan will not show (None would mean the row left)
