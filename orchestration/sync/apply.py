@@ -55,6 +55,15 @@ class CollectionLayout:
         ]
 
 
+@dataclass(frozen=True)
+class CacheWork:
+    """A chunk's cache writes, committed to state with their journal entry: `write_caches` does them."""
+
+    stale: Sequence[str]  # cache keys to delete
+    values: Mapping[str, bytes]  # cache key → packed record
+    entry: int  # the journal entry, cleared once every region has them
+
+
 def apply_changes(
     records: Sequence[MappedRecord],
     layout: CollectionLayout,
@@ -64,6 +73,18 @@ def apply_changes(
     lease: CollectionLease,
 ) -> None:
     """Write added and changed records of one chunk to state, then to every region (holding `lease`)."""
+    write_caches(commit_changes(records, layout, state, run_id, lease), state, caches)
+
+
+def commit_changes(
+    records: Sequence[MappedRecord],
+    layout: CollectionLayout,
+    state: StateStore,
+    run_id: int,
+    lease: CollectionLease,
+) -> CacheWork:
+    """The state half of `apply_changes`: commit the chunk with its journal entry. The caller then
+    does the returned work with `write_caches`, chunks in commit order."""
     spec, collection = layout.spec, layout.spec.collection
     now = int(time.time())
     pks = [r.pk for r in records]
@@ -105,8 +126,14 @@ def apply_changes(
             state.owe(conn, layout.owed_regions, collection, new_keys.union(stale, values))
     if PAUSE_AFTER_COMMIT:
         time.sleep(PAUSE_AFTER_COMMIT)
-    _write_caches(caches, stale, values)
-    state.clear_journal([entry])
+    return CacheWork(stale, values, entry)
+
+
+def write_caches(work: CacheWork, state: StateStore, caches: Mapping[str, RecordCache]) -> None:
+    """The cache half of `apply_changes`: write a committed chunk to every region, then clear its
+    journal entry."""
+    _write_caches(caches, work.stale, work.values)
+    state.clear_journal([work.entry])
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ import orjson
 from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
-from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, settle_collection
+from orchestration.sync.apply import CollectionLayout, apply_removals, commit_changes, settle_collection
 from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import RecordMapper
+from orchestration.sync.pipeline import CacheWriter
 from orchestration.sync.warehouse import Warehouse
 from orchestration.sync.workers import SplittableDelta, default_workers, mapped_in_workers
 
@@ -172,15 +173,17 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
                 f"{spec.rejections.max_share:.1%} allowed; nothing was written"
             )
         written = 0
-        for chunk in plan.changed_records(project.spec.defaults.chunk_size):
-            apply_changes(chunk, layout, state, caches, run_id, lease)
-            written += len(chunk)
-            for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
-                written_preview.append(orjson.loads(record.body))
-            counts["written"] = written
-            heartbeat()
-            if progress:
-                progress("write", counts)
+        with CacheWriter(state, caches) as cache_writer:  # a chunk's cache writes overlap the next commit
+            for chunk in plan.changed_records(project.spec.defaults.chunk_size):
+                cache_writer.submit(commit_changes(chunk, layout, state, run_id, lease))
+                written += len(chunk)
+                for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
+                    written_preview.append(orjson.loads(record.body))
+                counts["written"] = written
+                heartbeat()
+                if progress:
+                    progress("write", counts)
+            cache_writer.drain()
         removal = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
         counts["removed"] = removal.removed
         counts["kept"] = len(plan.removed_pks) - removal.removed
