@@ -36,6 +36,9 @@ class DuckDBWarehouse(Warehouse):
         self.url = url
         self.path = sa.engine.make_url(url).database or ":memory:"
 
+    def __reduce__(self):  # for a worker process that reads a part of a delta (Warehouse.__new__ needs the URL)
+        return type(self), (self.url,)
+
     def columns(self, sql: str) -> list[str]:
         return list(self.column_types(sql))
 
@@ -140,7 +143,8 @@ class DuckDBDelta:
         with self._warehouse._connect() as conn:
             if self._part is None:
                 self.snapshot_size = load_snapshot(conn, self._snapshot)
-            else:
+            else:  # one of several processes, a thread each: together they use every core, not more
+                conn.execute("set threads = 1")
                 conn.execute(f"attach '{_literal(self._snapshot)}' as larder_snapshot_file (read_only)")
                 conn.execute("create temp view larder_snapshot as select * from larder_snapshot_file.larder_snapshot")
             result = _run(conn, self._query(_nested_as_json(conn, self._sql)), (self._salt,))
