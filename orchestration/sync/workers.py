@@ -26,8 +26,8 @@ from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
 from orchestration.sync.warehouse import DeltaRow, ModelDelta
 
-# How often the scan, waiting for a chunk, checks that every worker is still alive.
-LIVENESS_SECONDS = 1.0
+# How long the scan waits for a chunk before it reports progress anyway (its heartbeat keeps the lease).
+WAIT_SECONDS = 1.0
 
 Outcome = MappedRecord | RowRejected  # a row's record, or why it has none
 Chunk = TypeVar("Chunk")
@@ -108,7 +108,7 @@ def _collect(running: dict[Connection, BaseProcess]) -> Iterator[MappedChunk]:
     """Chunks as workers send them, until every worker said it is done. Each worker has its own
     pipe, so one that dies mid-message spoils only its own, and the end of it tells the scan."""
     while running:
-        ready = wait(list(running), timeout=LIVENESS_SECONDS)
+        ready = wait(list(running), timeout=WAIT_SECONDS)
         if not ready:
             yield [], []  # nothing yet: the scan reports progress (and keeps its lease) meanwhile
         for receiver in ready:
@@ -125,7 +125,7 @@ def _collect(running: dict[Connection, BaseProcess]) -> Iterator[MappedChunk]:
 
 
 def _died(process: BaseProcess) -> str:
-    process.join(timeout=LIVENESS_SECONDS)
+    process.join(timeout=WAIT_SECONDS)
     return (f"mapping worker {process.name} died (exit code {process.exitcode}: killed, or out of memory?) "
             f"before it had read its part of the model")
 
