@@ -52,11 +52,14 @@ class SplittableDelta(Protocol):
 
 
 def default_workers() -> int:
-    """One worker per core the process may run on."""
+    """One worker per core the process may run on but one, which the scan's own process keeps
+    busy (bookkeeping, then the state writes) with memcached. On 2 cores that is no worker: there,
+    two workers made a 1M-row full sync about 5 % faster for twice the memory of the process tree."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def map_rows(mapper: RecordMapper, rows: Sequence[dict[str, Any]], hashed: bool) -> list[Outcome]:
