@@ -281,6 +281,10 @@ class Defaults(Strict):
     chunk_size: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
     # How long a run waits for another run writing its collection before it fails.
     lease_wait_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300
+    # Processes that map a sync's rows (None: one per core but one; 1: all in the sync's own process),
+    # once a scan has read `parallel_min_rows` rows: a small sync does not pay for starting them.
+    sync_workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    parallel_min_rows: Annotated[int, Field(ge=0)] = 20_000
 
 
 class SyncSource(Strict):

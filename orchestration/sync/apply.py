@@ -70,8 +70,25 @@ def apply_changes(
     lease: CollectionLease,
 ) -> None:
     """Write added and changed records of one chunk to state, then to every region (holding `lease`)."""
+    write_caches(commit_changes(records, layout, state, run_id, lease), state, caches)
+
+
+def commit_changes(
+    records: Sequence[MappedRecord],
+    layout: CollectionLayout,
+    state: StateStore,
+    run_id: int,
+    lease: CollectionLease,
+) -> CacheWork:
+    """The state half of `apply_changes`: commit the chunk with its journal entry. The caller then
+    does the returned work with `write_caches`, chunks in commit order."""
     writes = [RecordWrite(r.pk, r.body, r.row_hash, layout.keys_of(r), r.is_new) for r in records]
-    work = state.write_chunk(layout.target(run_id), writes, fence=lease.renew)
+    return state.write_chunk(layout.target(run_id), writes, fence=lease.renew)
+
+
+def write_caches(work: CacheWork, state: StateStore, caches: Mapping[str, RecordCache]) -> None:
+    """The cache half of `apply_changes`: write a committed chunk to every region, then clear its
+    journal entry."""
     _do(caches, work)
     state.cache_written(work)
 

@@ -11,6 +11,7 @@ import struct
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
@@ -18,7 +19,8 @@ import orjson
 from orchestration.config.specs import FieldType
 from orchestration.store.keys import index_text
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected, json_default
-from orchestration.sync.warehouse import ModelDelta
+from orchestration.sync.warehouse import DeltaRow, ModelDelta
+from orchestration.sync.workers import Outcome, mapped_inline, present_rows
 
 SPILL_IN_MEMORY_BYTES = 64 * 1024 * 1024
 SPILL_BATCH = 2_000  # records per spilled block
@@ -35,15 +37,22 @@ class Rejection:
         return {"reason": self.reason, "pk": self.pk, "row": json_row(self.row)}
 
 
+class Verdict(Enum):
+    """How a scan counted a record it met."""
+
+    ADDED = "added"
+    CHANGED = "changed"  # the sync's fields of the record differ from what it last wrote
+    REWRITTEN = "rewritten"  # written again with the same fields (a full resync, a changed mapping)
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"  # its rows are counted in SyncPlan.rejected
+
+
 @dataclass
 class SyncPlan:
     """What a run will write: changed records (spilled), removed keys and the counts."""
 
     rows_read: int = 0
-    added: int = 0
-    changed: int = 0  # the sync's fields of the record differ from what it last wrote
-    rewritten: int = 0  # written again with the same fields (a full resync, a changed mapping)
-    unchanged: int = 0
+    records: Counter[Verdict] = field(default_factory=Counter)  # records by verdict (rejected rows apart)
     rejected: int = 0
     removed_pks: list[str] = field(default_factory=list)
     rejected_pks: set[str] = field(default_factory=set)
@@ -60,10 +69,10 @@ class SyncPlan:
     def counts(self) -> dict[str, int]:
         return {
             "rows_read": self.rows_read,
-            "added": self.added,
-            "changed": self.changed,
-            "rewritten": self.rewritten,
-            "unchanged": self.unchanged,
+            "added": self.records[Verdict.ADDED],
+            "changed": self.records[Verdict.CHANGED],
+            "rewritten": self.records[Verdict.REWRITTEN],
+            "unchanged": self.records[Verdict.UNCHANGED],
             "rejected": self.rejected,
             "removed": len(self.removed_pks),
         }
@@ -96,7 +105,8 @@ class SyncPlan:
             self._spill.close()
             self._spill = None
 
-    def _keep(self, record: MappedRecord, is_new: bool, row_hash: int) -> None:
+    def keep_to_write(self, record: MappedRecord, is_new: bool, row_hash: int) -> None:
+        """Add a record to those `changed_records` gives (spilled to the temporary file in batches)."""
         if self._spill is None:
             self._spill = tempfile.SpooledTemporaryFile(max_size=SPILL_IN_MEMORY_BYTES, mode="w+b")
         self._pending.append((record.pk, record.body, row_hash, record.index_values, is_new))
@@ -111,19 +121,6 @@ class SyncPlan:
             self._spill.write(blob)
             self._spilled += len(self._pending)
             self._pending = []
-
-
-class _Seen:
-    """Marks a pk met in this scan, and how it was first counted."""
-
-    __slots__ = ("category",)
-
-    def __init__(self, category: str):
-        self.category = category
-
-
-_ADDED, _CHANGED, _REWRITTEN, _UNCHANGED = _Seen("added"), _Seen("changed"), _Seen("rewritten"), _Seen("unchanged")
-_REJECTED = _Seen("rejected")
 
 
 def plan_sync(
@@ -143,15 +140,15 @@ def plan_sync(
     sharing the value is rejected, and the record keeps what it had before.
     """
     scan = _Scan(mapper, snapshot, full_resync=full_resync, max_samples=max_samples)
-    for chunk in chunks:
-        for row in chunk:
-            record = scan.map(row)
+    for chunk, outcomes in mapped_inline(chunks, _whole, mapper, hashed=True):
+        for row, outcome in zip(chunk, outcomes):
+            record = scan.count(row, outcome)
             if record is not None:
                 previous = snapshot.get(record.pk)
                 scan.admit(record, row, previous, record.row_hash, tracked=True, same_body=previous == record.row_hash)
         if progress is not None:
             progress(scan.plan.counts)
-    scan.plan.removed_pks = [pk for pk, value in snapshot.items() if not isinstance(value, _Seen)]
+    scan.plan.removed_pks = [pk for pk, value in snapshot.items() if not isinstance(value, Verdict)]
     return scan.plan
 
 
@@ -163,6 +160,7 @@ def plan_delta(
     max_samples: int = 20,
     progress: Callable[[dict[str, int]], None] | None = None,
     previous_bodies: Callable[[list[str]], dict[str, bytes]] | None = None,
+    mapped: Iterable[tuple[list[DeltaRow], list[Outcome]]] | None = None,
 ) -> SyncPlan:
     """The plan `plan_sync` would make, from the rows the warehouse found different (ModelDelta).
 
@@ -171,12 +169,16 @@ def plan_delta(
     row, so duplicates are rejected the same way; the snapshot stores fingerprints, not body hashes.
     A fingerprint that differs says the inputs or the mapping changed, not that the record did:
     `previous_bodies` (pk → the fields last written) tells a changed record from a rewritten one.
+    `mapped`: the delta's chunks already mapped (by worker processes), in any order; else the
+    rows are mapped here.
     """
-    # The snapshot holds the warehouse's fingerprints: bodies need no hash of their own.
-    scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples, hash_bodies=False)
+    scan = _Scan(mapper, {}, full_resync=full_resync, max_samples=max_samples)
     matched = 0  # snapshot pks met in the delta (removed included)
     shared_matched: set[str] = set()
-    for chunk in delta:
+    if mapped is None:  # the snapshot holds the warehouse's fingerprints: bodies need no hash of their own
+        mapped = mapped_inline(delta, present_rows, mapper, hashed=False)
+    for chunk, outcomes in mapped:
+        row_outcomes = iter(outcomes)
         before: dict[str, bytes] = {}
         if delta.snapshot_size and previous_bodies is not None:  # (a first sync has nothing to compare)
             differing = [pk for row, pk, fingerprint, previous, _ in chunk
@@ -192,7 +194,7 @@ def plan_delta(
                     shared_matched.add(pk)
                 else:
                     matched += 1
-            record = scan.map(row)
+            record = scan.count(row, next(row_outcomes))
             if record is not None:
                 same_body = previous == fingerprint or before.get(record.pk) == record.body
                 scan.admit(record, row, previous, fingerprint, tracked=shared, same_body=same_body)
@@ -201,38 +203,39 @@ def plan_delta(
     unseen = delta.snapshot_size - matched - len(shared_matched)
     if unseen:
         scan.plan.rows_read += unseen
-        scan.plan.unchanged += unseen
+        scan.plan.records[Verdict.UNCHANGED] += unseen
         if progress is not None:
             progress(scan.plan.counts)
     return scan.plan
 
 
+def _whole(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return chunk
+
+
 class _Scan:
-    """One scan's bookkeeping. `seen` maps tracked pks to how they were counted (_Seen); in
+    """One scan's bookkeeping. `seen` maps tracked pks to how they were counted (Verdict); in
     plan_sync it is the snapshot itself, so its other values are the previous hashes."""
 
-    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int,
-                 hash_bodies: bool = True):
+    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int):
         self.plan = SyncPlan()
-        self.hash_bodies = hash_bodies
         self.mapper = mapper
         self.seen = seen
         self.full_resync = full_resync
         self.max_samples = max_samples
         self.index_owner: dict[str, dict[str, str]] = {name: {} for name in mapper.spec.indices}
 
-    def map(self, row: dict[str, Any]) -> MappedRecord | None:
-        """The row's record, or None when it is rejected (counted and sampled here)."""
+    def count(self, row: dict[str, Any], outcome: Outcome) -> MappedRecord | None:
+        """Count a row read; its record, or None when it was rejected (counted and sampled here)."""
         self.plan.rows_read += 1
-        try:
-            return self.mapper.map_row(row, hashed=self.hash_bodies)
-        except RowRejected as error:
-            self.reject(str(error), error.pk, row)
-            if error.pk is not None and not isinstance(self.seen.get(error.pk), _Seen):
-                # The record keeps what it had: it is neither rewritten nor removed.
-                self.seen[error.pk] = _REJECTED
-                self.plan.rejected_pks.add(error.pk)
-            return None
+        if not isinstance(outcome, RowRejected):
+            return outcome
+        self.reject(str(outcome), outcome.pk, row)
+        if outcome.pk is not None and not isinstance(self.seen.get(outcome.pk), Verdict):
+            # The record keeps what it had: it is neither rewritten nor removed.
+            self.seen[outcome.pk] = Verdict.REJECTED
+            self.plan.rejected_pks.add(outcome.pk)
+        return None
 
     def admit(self, record: MappedRecord, row: dict[str, Any], previous: Any, row_hash: int, *, tracked: bool,
               same_body: bool) -> None:
@@ -240,19 +243,19 @@ class _Scan:
         to share no index value with any other row of the model; `same_body` says its fields are
         those last written (a full resync or a changed mapping rewrites it, it did not change)."""
         plan, pk = self.plan, record.pk
-        if tracked and isinstance(self.seen.get(pk), _Seen):
+        if tracked and isinstance(self.seen.get(pk), Verdict):
             self.reject(f"duplicate primary index value {pk!r}", pk, row)
             self.reject_first_sighting(pk, f"duplicate primary index value {pk!r}")
             return
         conflict = _claim_indices(self.index_owner, record) if tracked else None
         if previous is None:
-            seen = _ADDED
+            seen = Verdict.ADDED
         elif previous == row_hash and not self.full_resync:
-            seen = _UNCHANGED
+            seen = Verdict.UNCHANGED
         elif same_body:
-            seen = _REWRITTEN
+            seen = Verdict.REWRITTEN
         else:
-            seen = _CHANGED
+            seen = Verdict.CHANGED
         if tracked:
             self.seen[pk] = seen
         if conflict is not None:
@@ -261,9 +264,9 @@ class _Scan:
             self.reject(f"duplicate {name} value {value!r} (also on {other!r})", pk, row)
             self.reject_first_sighting(other, f"duplicate {name} value {value!r} (also on {pk!r})")
             return
-        setattr(plan, seen.category, getattr(plan, seen.category) + 1)
-        if seen is not _UNCHANGED:
-            plan._keep(record, seen is _ADDED, row_hash)
+        plan.records[seen] += 1
+        if seen is not Verdict.UNCHANGED:
+            plan.keep_to_write(record, seen is Verdict.ADDED, row_hash)
 
     def reject(self, reason: str, pk: str | None, row: dict[str, Any] | None) -> None:
         """Count a rejection and sample it; `row` None: the row is no longer at hand (found later)."""
@@ -281,9 +284,9 @@ class _Scan:
             return
         plan.rejected_pks.add(pk)
         seen = self.seen[pk]
-        if seen is _REJECTED:
+        if seen is Verdict.REJECTED:
             return
-        setattr(plan, seen.category, getattr(plan, seen.category) - 1)
+        plan.records[seen] -= 1
         self.reject(reason, pk, None)
 
 

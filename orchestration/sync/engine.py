@@ -6,6 +6,7 @@ Plain Python: the Dagster assets, the CLI and the tests all call these.
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 import uuid
 from contextlib import contextmanager
@@ -17,11 +18,13 @@ import orjson
 from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import RunStatus, StateStore
-from orchestration.sync.apply import CollectionLayout, apply_changes, apply_removals, settle_collection
+from orchestration.sync.apply import CollectionLayout, apply_removals, commit_changes, settle_collection
 from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import RecordMapper
+from orchestration.sync.pipeline import CacheWriter
 from orchestration.sync.warehouse import Warehouse
+from orchestration.sync.workers import SplittableDelta, default_workers, mapped_in_workers
 
 # A run that has not reported for this long is taken to have died (its process was killed).
 ABANDONED_AFTER_SECONDS = 300
@@ -170,15 +173,17 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
                 f"{spec.rejections.max_share:.1%} allowed; nothing was written"
             )
         written = 0
-        for chunk in plan.changed_records(project.spec.defaults.chunk_size):
-            apply_changes(chunk, layout, state, caches, run_id, lease)
-            written += len(chunk)
-            for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
-                written_preview.append(orjson.loads(record.body))
-            counts["written"] = written
-            heartbeat()
-            if progress:
-                progress("write", counts)
+        with CacheWriter(state, caches) as cache_writer:  # a chunk's cache writes overlap the next commit
+            for chunk in plan.changed_records(project.spec.defaults.chunk_size):
+                cache_writer.submit(commit_changes(chunk, layout, state, run_id, lease))
+                written += len(chunk)
+                for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
+                    written_preview.append(orjson.loads(record.body))
+                counts["written"] = written
+                heartbeat()
+                if progress:
+                    progress("write", counts)
+            cache_writer.drain()
         removal = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
         counts["removed"] = removal.removed
         counts["kept"] = len(plan.removed_pks) - removal.removed
@@ -250,16 +255,30 @@ def _catch_up(services: Services, lease: CollectionLease, regions: Sequence[str]
 
 def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress) -> SyncPlan:
     """Diff the model against the snapshot: inside the warehouse when it can (only rows that
-    changed are then mapped), else by mapping every row in Python."""
+    changed are then mapped), else by mapping every row in Python. When every row of a large
+    model is to be mapped, worker processes read and map it (see workers.py)."""
     spec, warehouse, state = mapper.spec, services.warehouse, services.state
-    chunk_size = services.project.spec.defaults.chunk_size
+    defaults = services.project.spec.defaults
     options = {"full_resync": full_resync, "max_samples": spec.rejections.samples, "progress": progress}
-    delta = warehouse.delta(sql, mapper, snapshot=state.iter_snapshot(spec.name), rewrite_all=full_resync,
-                            chunk_size=chunk_size)
-    if delta is not None:
-        previous_bodies = lambda pks: state.sync_fields_of(spec.name, pks)  # noqa: E731
-        return plan_delta(delta, mapper, previous_bodies=previous_bodies, **options)
-    return plan_sync(warehouse.iter_chunks(sql, chunk_size), mapper, state.snapshot(spec.name), **options)
+    snapshot, first_sync = _peek_empty(state.iter_snapshot(spec.name))
+    delta = warehouse.delta(sql, mapper, snapshot=snapshot, rewrite_all=full_resync, chunk_size=defaults.chunk_size)
+    if delta is None:
+        return plan_sync(warehouse.iter_chunks(sql, defaults.chunk_size), mapper, state.snapshot(spec.name), **options)
+    previous_bodies = lambda pks: state.sync_fields_of(spec.name, pks)  # noqa: E731
+    workers = defaults.sync_workers or default_workers()
+    if (workers > 1 and isinstance(delta, SplittableDelta) and (first_sync or full_resync)
+            and warehouse.count(sql) >= defaults.parallel_min_rows):
+        with mapped_in_workers(delta, mapper, workers=workers, hashed=False) as mapped:
+            return plan_delta(delta, mapper, previous_bodies=previous_bodies, mapped=mapped, **options)
+    return plan_delta(delta, mapper, previous_bodies=previous_bodies, **options)
+
+
+def _peek_empty(batches: Iterator[list]) -> tuple[Iterator[list], bool]:
+    """(the same batches, whether there are none): a first sync maps every row of the model."""
+    first = next(batches, None)
+    if first is None:
+        return iter(()), True
+    return itertools.chain([first], batches), False
 
 
 def _rows_of(services: Services, sql: str, mapper: RecordMapper, pks: Collection[str]) -> Iterator[list[dict[str, Any]]]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import orjson
 
@@ -22,9 +21,11 @@ class RowRejected(Exception):
         super().__init__(reason)
         self.pk = pk
 
+    def __reduce__(self):  # keeps the pk when a worker process sends it back
+        return type(self), (str(self), self.pk)
 
-@dataclass(frozen=True, slots=True)
-class MappedRecord:
+
+class MappedRecord(NamedTuple):  # a tuple: cheap to build, and to pickle between worker processes
     pk: str
     body: bytes  # the sync's fields as JSON, exactly as they will be served
     row_hash: int  # signed 64-bit hash of body: what the snapshot compares (0 when not hashed)

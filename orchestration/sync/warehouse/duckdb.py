@@ -6,6 +6,8 @@ rows that changed reach Python.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +36,9 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, url: str):
         self.url = url
         self.path = sa.engine.make_url(url).database or ":memory:"
+
+    def __reduce__(self):  # for a worker process that reads a part of a delta (Warehouse.__new__ needs the URL)
+        return type(self), (self.url,)
 
     def columns(self, sql: str) -> list[str]:
         return list(self.column_types(sql))
@@ -109,17 +114,40 @@ class DuckDBWarehouse(Warehouse):
 
 class DuckDBDelta:
     """The ModelDelta of a DuckDB model: one query full-joins it with the snapshot, loaded into a
-    temporary table, and DuckDB's `hash` of the source columns is the fingerprint."""
+    temporary table, and DuckDB's `hash` of the source columns is the fingerprint.
 
-    def __init__(self, warehouse, sql, index_columns, source_columns, snapshot, salt, rewrite_all, chunk_size):
+    `split(n)` gives n deltas that each yield the rows of one part of the primary keys, to be
+    read from n processes: the snapshot is loaded once, into a temporary DuckDB file each part
+    attaches read-only."""
+
+    def __init__(self, warehouse, sql, index_columns, source_columns, snapshot, salt, rewrite_all, chunk_size,
+                 part: tuple[int, int] | None = None):
         self._warehouse, self._sql, self._snapshot = warehouse, sql, snapshot
         self._index_columns, self._source_columns = list(index_columns), list(source_columns)
         self._salt, self._rewrite_all, self._chunk_size = salt, rewrite_all, chunk_size
+        self._part = part  # (index, parts); the snapshot is then the path of a DuckDB file holding it
         self.snapshot_size = 0
+
+    @contextmanager
+    def split(self, parts: int) -> Iterator[list["DuckDBDelta"]]:
+        with tempfile.TemporaryDirectory(prefix="larder-snapshot-") as folder:
+            path = os.path.join(folder, "snapshot.duckdb")
+            with duckdb.connect(path) as conn:
+                self.snapshot_size = load_snapshot(conn, self._snapshot, temporary=False)
+            yield [
+                DuckDBDelta(self._warehouse, self._sql, self._index_columns, self._source_columns, path, self._salt,
+                            self._rewrite_all, self._chunk_size, part=(index, parts))
+                for index in range(parts)
+            ]
 
     def __iter__(self) -> Iterator[list[DeltaRow]]:
         with self._warehouse._connect() as conn:
-            self.snapshot_size = load_snapshot(conn, self._snapshot)
+            if self._part is None:
+                self.snapshot_size = load_snapshot(conn, self._snapshot)
+            else:  # one of several processes, a thread each: together they use every core, not more
+                conn.execute("set threads = 1")
+                conn.execute(f"attach '{_literal(self._snapshot)}' as larder_snapshot_file (read_only)")
+                conn.execute("create temp view larder_snapshot as select * from larder_snapshot_file.larder_snapshot")
             result = _run(conn, self._query(_nested_as_json(conn, self._sql)), (self._salt,))
             width = len(result.description) - 5
             as_dict = _row_reader(result.description[:width])
@@ -140,6 +168,9 @@ class DuckDBDelta:
         shared = " or ".join(f"d{i}.v is not null" for i in range(len(text)))
         replace = f"replace ({', '.join(f'to_json(m.{_quote(c)}) as {_quote(c)}' for c in as_json)})" if as_json else ""
         wanted = "true" if self._rewrite_all else f"m.__larder_fp is null or s.pk is null or s.fp <> m.__larder_fp or {shared}"
+        if self._part is not None:
+            index, parts = self._part
+            wanted = f"({wanted}) and hash(coalesce(m.__larder_k0, s.pk)) % {int(parts)} = {int(index)}"
         return f"""
             with model as not materialized (select * from ({self._sql}) as larder_model),
             keyed as (select model.*, {keys}, {fingerprint} as __larder_fp from model)
@@ -200,3 +231,7 @@ def _run(conn: duckdb.DuckDBPyConnection, sql: str, parameters: Sequence[Any] | 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")

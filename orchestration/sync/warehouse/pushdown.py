@@ -35,11 +35,11 @@ DUCKDB_MEMORY = "256MB"
 PROGRESS_SECONDS = 2.0  # while keys are read, an empty chunk this often lets the caller report progress
 
 
-def load_snapshot(conn: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> int:
-    """Copy the snapshot into the temporary table `larder_snapshot (pk, fp)`, batch by batch so
-    memory stays flat; returns how many records it holds."""
+def load_snapshot(conn: duckdb.DuckDBPyConnection, snapshot: Snapshot, *, temporary: bool = True) -> int:
+    """Copy the snapshot into the table `larder_snapshot (pk, fp)` (temporary unless told), batch
+    by batch so memory stays flat; returns how many records it holds."""
     size = 0
-    conn.execute("create temp table larder_snapshot (pk varchar, fp bigint)")
+    conn.execute(f"create {'temp ' if temporary else ''}table larder_snapshot (pk varchar, fp bigint)")
     for batch in snapshot:
         conn.register("larder_snapshot_batch", {
             "pk": np.array([pk for pk, _ in batch], dtype=object),
