@@ -20,14 +20,15 @@ from __future__ import annotations
 import re
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench import data
-from bench.services import BenchProject, ProcessRun, bench_memcached
 from bench.processes import postgres_available, postgres_base_url
+from bench.services import BenchProject, ProcessRun, bench_memcached
 
 TARGET_ROWS = 1_000_000
 SUCCEEDED = re.compile(r"succeeded in ([\d.]+)s: (.*)")

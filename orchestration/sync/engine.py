@@ -9,9 +9,10 @@ import gc
 import itertools
 import time
 import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -37,7 +38,7 @@ RUN_GC_THRESHOLDS = (100_000, 50, 1_000)
 class SyncFailed(RuntimeError):
     """A run that stopped before writing (too many rejections, bad model) or while writing."""
 
-    def __init__(self, message: str, report: "SyncReport | None" = None):
+    def __init__(self, message: str, report: SyncReport | None = None):
         super().__init__(message)
         self.report = report
 

@@ -14,8 +14,8 @@ the thread, so memory stays flat.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Mapping
 
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import CacheWork, StateStore
@@ -49,7 +49,7 @@ class CacheWriter:
         self._thread.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
 
-    def __enter__(self) -> "CacheWriter":
+    def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, *_exc) -> None:

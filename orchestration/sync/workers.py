@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
@@ -47,7 +48,7 @@ class SplittableDelta(Protocol):
 
     snapshot_size: int
 
-    def split(self, parts: int) -> ContextManager[Sequence[ModelDelta]]:
+    def split(self, parts: int) -> AbstractContextManager[Sequence[ModelDelta]]:
         """`parts` deltas whose chunks, together, are this delta's; `snapshot_size` is set on entry."""
 
 

@@ -129,7 +129,7 @@ class DuckDBDelta:
         self.snapshot_size = 0
 
     @contextmanager
-    def split(self, parts: int) -> Iterator[list["DuckDBDelta"]]:
+    def split(self, parts: int) -> Iterator[list[DuckDBDelta]]:
         with tempfile.TemporaryDirectory(prefix="larder-snapshot-") as folder:
             path = os.path.join(folder, "snapshot.duckdb")
             with duckdb.connect(path) as conn:
