@@ -7,8 +7,9 @@ Tests that kill or slow a real sync process run it as
 which wraps `StateStore.write_chunk` (the commit of a chunk, before its cache writes) and then runs
 the CLI in this process. After each chunk commits, the wrapper:
 - writes the number of chunks committed so far to `--mark` (replaced atomically), the event a test waits for;
-- with `--hold-after N`, stops for good once chunk N has committed (state ahead of every cache):
-  the test kills the process there;
+- with `--hold-after N`, stops for good once chunk N has committed and the chunks before it are in
+  every cache (their writes overlap the next commit: `orchestration/sync/pipeline.py`), so exactly
+  one chunk's state is ahead of the caches: the test kills the process there;
 - with `--pause-after-commit S`, sleeps S seconds: a slow writer, for the lease races.
 """
 
@@ -26,13 +27,25 @@ from orchestration.store.state import StateStore
 
 
 def install(*, mark: Path | None = None, hold_after: int | None = None, pause: float = 0.0) -> None:
-    original = StateStore.write_chunk
+    original, original_cache_written = StateStore.write_chunk, StateStore.cache_written
     committed = 0
+    cached = threading.Condition()
+    cached_count = 0
+
+    def cache_written(self, *args, **kwargs):
+        nonlocal cached_count
+        original_cache_written(self, *args, **kwargs)
+        with cached:
+            cached_count += 1
+            cached.notify_all()
 
     def write_chunk(self, *args, **kwargs):
         nonlocal committed
         work = original(self, *args, **kwargs)
         committed += 1
+        if hold_after is not None and committed >= hold_after:
+            with cached:
+                cached.wait_for(lambda: cached_count >= committed - 1)
         if mark is not None:
             partial = mark.with_name(mark.name + ".partial")
             partial.write_text(str(committed))
@@ -44,6 +57,7 @@ def install(*, mark: Path | None = None, hold_after: int | None = None, pause: f
         return work
 
     StateStore.write_chunk = write_chunk  # type: ignore[method-assign]
+    StateStore.cache_written = cache_written  # type: ignore[method-assign]
 
 
 def wait_for_chunks(mark: Path, at_least: int, process, timeout: float = 60) -> None:
