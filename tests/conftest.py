@@ -49,8 +49,9 @@ PROCESS_MODULES = frozenset({
     "tests/serving/test_proxy.py", "tests/serving/test_state_outages.py", "tests/sync/test_engine_crash.py",
 })
 # What the fast layer may start: a real cache is in process enough, and Dagster mirrors the logs of
-# a run materialized in process through `tail` and a watcher script.
-IN_PROCESS_PROGRAMS = frozenset({"memcached", "tail", "watch_orphans.py"})
+# a run materialized in process through `tail` and a watcher script; importing Dagster's vendored
+# croniter asks `file` about the interpreter (platform.architecture).
+IN_PROCESS_PROGRAMS = frozenset({"memcached", "tail", "watch_orphans.py", "file"})
 
 _started: list[str] = []  # every process started in this session, by program name
 _STARTED_BEFORE = pytest.StashKey[int]()
