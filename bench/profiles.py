@@ -21,7 +21,8 @@ from pathlib import Path
 from bench import data, serving
 from bench.loadgen import run_wrk, warm_up
 from bench.report import RESULTS_DIR
-from bench.services import REGION, REPO_ROOT, BenchProject, HttpServer, bench_memcached, free_port, run_measured
+from bench.services import REGION, REPO_ROOT, BenchProject, HttpServer, bench_memcached, run_measured
+from orchestration.machine import free_port
 
 TOP = 30
 # The API's metrics thread asleep between flushes: py-spy samples it as running (its sleep is a C

@@ -21,7 +21,8 @@ import requests
 
 from bench import data
 from bench.loadgen import LoadResult, run_wrk, warm_up
-from bench.services import REGION, BenchProject, HttpServer, bench_memcached, free_port, gunicorn_settings, http_parser
+from bench.services import REGION, BenchProject, HttpServer, bench_memcached, gunicorn_settings, http_parser
+from orchestration.machine import free_port
 
 SYNC_NAME = "bench_serving"
 COLLECTION = data.sync_spec(SYNC_NAME)["collection"]
