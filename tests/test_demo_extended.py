@@ -23,8 +23,12 @@ pytestmark = pytest.mark.slow
 
 COPIED = ("orchestration", "serving", "tests", "bench", "dbt_project", "pyproject.toml", "workspace.yaml")
 SKIPPED = shutil.ignore_patterns(".venv", ".larder", "target", "logs", "__pycache__", "*.pyc", "dbt_packages")
+# The tests that load the demo's own configuration (the others build projects of their own).
 DEMO_READING_TESTS = (
-    "tests/orchestration", "tests/config", "tests/serving/test_lineage.py", "tests/serving/test_openapi.py",
+    "tests/orchestration/test_demo.py", "tests/orchestration/test_definitions.py",
+    "tests/orchestration/test_sensors.py", "tests/orchestration/test_triggers.py",
+    "tests/orchestration/test_webserver.py", "tests/orchestration/assets", "tests/config/test_load.py",
+    "tests/config/test_changes.py", "tests/serving/test_lineage.py", "tests/serving/test_openapi.py",
     "tests/test_walking_skeleton.py",
 )
 MODEL_SQL = "select artist_id, artist_name, genre from {{ ref('stg_artists') }}\n"

@@ -92,6 +92,7 @@ def test_a_run_opens_only_the_resources_its_steps_use(people):
     assert "caches" not in resources_opened(result)
 
 
+@pytest.mark.slow  # a fresh interpreter imports the code location
 def test_importing_the_code_location_loads_no_project_until_dagster_calls_it(tmp_path):
     missing = tmp_path / "nowhere" / "larder.yaml"
     script = (
