@@ -11,7 +11,8 @@ the UI would show as the resource's configuration.
 
 # No `from __future__ import annotations`: Dagster reads the resource annotations.
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 import dagster as dg
 
@@ -21,6 +22,8 @@ from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from orchestration.sync import Services
 from orchestration.sync.warehouse import Warehouse
+
+T = TypeVar("T")
 
 
 class RegionCaches:
@@ -62,40 +65,30 @@ def run_services(project: Project, state: StateStore, warehouse: Warehouse, cach
 
 def build_resources(project: Project) -> dict[str, dg.ResourceDefinition]:
     """The `state`, `warehouse` and `caches` resources of `project`, by the names assets ask for."""
-    return {"state": _state(project), "warehouse": _warehouse(project), "caches": _caches(project)}
+    return {
+        "state": _opened_per_run(
+            "The durable state store: runs, snapshots, records and API keys.",
+            lambda: StateStore(project.spec.state.url), StateStore.dispose,
+        ),
+        "warehouse": _opened_per_run(
+            "The warehouse the models are read from.",
+            lambda: Warehouse(project.spec.warehouse.url), Warehouse.dispose,
+        ),
+        "caches": _opened_per_run(
+            "Each region's Memcached pool.", lambda: RegionCaches(project.regions), RegionCaches.close,
+        ),
+    }
 
 
-def _state(project: Project) -> dg.ResourceDefinition:
-    @dg.resource(description="The durable state store: runs, snapshots, records and API keys.")
-    def state(_context: dg.InitResourceContext) -> Iterator[StateStore]:
-        store = StateStore(project.spec.state.url)
+def _opened_per_run(description: str, open_: Callable[[], T], close: Callable[[T], None]) -> dg.ResourceDefinition:
+    """A resource opened when a run that uses it starts and closed when the run ends."""
+
+    @dg.resource(description=description)
+    def resource(_context: dg.InitResourceContext) -> Iterator[T]:
+        opened = open_()
         try:
-            yield store
+            yield opened
         finally:
-            store.dispose()
+            close(opened)
 
-    return state
-
-
-def _warehouse(project: Project) -> dg.ResourceDefinition:
-    @dg.resource(description="The warehouse the models are read from.")
-    def warehouse(_context: dg.InitResourceContext) -> Iterator[Warehouse]:
-        connection = Warehouse(project.spec.warehouse.url)
-        try:
-            yield connection
-        finally:
-            connection.dispose()
-
-    return warehouse
-
-
-def _caches(project: Project) -> dg.ResourceDefinition:
-    @dg.resource(description="Each region's Memcached pool.")
-    def caches(_context: dg.InitResourceContext) -> Iterator[RegionCaches]:
-        pools = RegionCaches(project.regions)
-        try:
-            yield pools
-        finally:
-            pools.close()
-
-    return caches
+    return resource
