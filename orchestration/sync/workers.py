@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -29,6 +30,8 @@ from orchestration.sync.warehouse import DeltaRow, ModelDelta
 
 # How long the scan waits for a chunk before it reports progress anyway (its heartbeat keeps the lease).
 WAIT_SECONDS = 1.0
+# How long a stopped worker has to exit, after SIGTERM, then after SIGKILL.
+STOP_SECONDS = 5.0
 
 Outcome = MappedRecord | RowRejected  # a row's record, or why it has none
 Chunk = TypeVar("Chunk")
@@ -135,18 +138,30 @@ def _died(process: BaseProcess) -> str:
 
 
 def _stop(started: dict[Connection, BaseProcess]) -> None:
+    """Stop every worker, however it is stuck: nothing of a worker is needed once the scan ends
+    (it failed elsewhere, or a worker is still blocked sending). Never an unbounded wait."""
     for process in started.values():
         if process.is_alive():
-            process.terminate()  # after a failure elsewhere, or blocked sending: nothing of it is needed
+            process.terminate()
     for receiver, process in started.items():
-        process.join()
+        process.join(timeout=STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=STOP_SECONDS)
         receiver.close()
 
 
-def _context():
-    """Fork where there is fork: a worker starts in milliseconds with every module loaded."""
+def _context() -> BaseContext:
+    """Workers forked from a fork server: a process of its own that imported the mapping code and
+    runs no thread. Forking the sync's own process instead would copy it mid-flight: the locks its
+    other threads hold (cache writes, the lease heartbeat, Dagster's own), and DuckDB's state, held
+    forever in the copy, where a worker could wait on them for good. Spawn where there is no fork."""
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    if "forkserver" not in methods:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _work(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, hashed: bool, sender: Connection) -> None:

@@ -15,6 +15,7 @@ from orchestration.store.keys import record_key
 from orchestration.store.state import StateStore
 from orchestration.sync import Services, rehydrate_region
 from serving.app import create_app
+from serving.auth import KeyRing
 from tests.sync.conftest import sync_config
 
 PROFILE_COLUMNS = "id integer, name varchar, email varchar"
@@ -54,8 +55,10 @@ def _api(harness) -> testing.TestClient:
     state = StateStore(harness.project.spec.state.url)
     state.create_all()
     _, secret = state.create_key(f"test-{uuid.uuid4().hex[:8]}")
-    state.dispose()
-    return testing.TestClient(create_app(harness.project, "main"), headers={"Authorization": f"Bearer {secret}"})
+    keyring = KeyRing(state, refresh_seconds=3600)  # loaded once: no refresh thread outlives the test
+    keyring.reload()
+    app = create_app(harness.project, "main", state=state, keyring=keyring)
+    return testing.TestClient(app, headers={"Authorization": f"Bearer {secret}"})
 
 
 def _api_get(client: testing.TestClient, index: str, value: str):

@@ -6,14 +6,15 @@ Each case syncs the same DuckDB model twice, into two collections: once in the s
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+from contextlib import contextmanager
 
 import pytest
 
 from orchestration.store.state import StateStore
 from orchestration.sync import SyncFailed, engine
-from orchestration.sync.mapping import RecordMapper
 from tests.sync.conftest import sync_config
 
 N = 3_000
@@ -116,34 +117,57 @@ def test_a_later_sync_of_few_changes_stays_in_one_process(harness, used_workers)
     assert used_workers == []
 
 
-def test_an_error_in_a_worker_fails_the_run_with_its_message_and_writes_nothing(harness, used_workers, monkeypatch):
+def test_an_error_in_a_worker_fails_the_run_with_its_message_and_writes_nothing(harness, used_workers):
     harness.table("people", COLUMNS, [row(i) for i in range(N)])
-    real = RecordMapper.map_row
-
-    def failing(self, values, **kwargs):  # a bug in mapping, inherited by the forked workers
-        if values.get("id") == 2_500:
-            raise RuntimeError("mapping exploded on row 2500")
-        return real(self, values, **kwargs)
-
-    monkeypatch.setattr(RecordMapper, "map_row", failing)
-    harness.configure(people("parallel"), extra={"defaults": PARALLEL})
-    with pytest.raises(SyncFailed, match="mapping exploded on row 2500") as error:
+    failing = people("parallel")  # the model fails on one row, which only a worker reads
+    failing["model"] = {"sql": "select id, name, email, case when id = 2500 then error('model exploded on row 2500') "
+                               "else score end as score from people"}
+    harness.configure(failing, extra={"defaults": PARALLEL})
+    with pytest.raises(SyncFailed, match="model exploded on row 2500") as error:
         harness.run("parallel")
     assert error.value.report.status == "failed" and used_workers == [2]
     assert harness.get("parallel", "id", 5) is None
 
 
-def test_a_killed_worker_fails_the_run_loudly(harness, used_workers, monkeypatch):
+def test_a_killed_worker_fails_the_run_loudly(harness, monkeypatch):
     harness.table("people", COLUMNS, [row(i) for i in range(N)])
-    real, parent = RecordMapper.map_row, os.getpid()
+    real = engine.mapped_in_workers
 
-    def dying(self, values, **kwargs):  # the kernel's OOM killer, say, in one worker
-        if os.getpid() != parent and values.get("id") == 2_500:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, values, **kwargs)
+    @contextmanager
+    def one_killed(delta, mapper, *, workers, hashed):  # the kernel's OOM killer, say
+        with real(delta, mapper, workers=workers, hashed=hashed) as mapped:
+            # Before the scan reads anything: its part does not fit in the pipe, so it cannot be done yet.
+            victim = next(p for p in multiprocessing.active_children() if p.name == "larder-mapping-0")
+            os.kill(victim.pid, signal.SIGKILL)
+            yield mapped
 
-    monkeypatch.setattr(RecordMapper, "map_row", dying)
+    monkeypatch.setattr(engine, "mapped_in_workers", one_killed)
     harness.configure(people("parallel"), extra={"defaults": PARALLEL})
-    with pytest.raises(SyncFailed, match=r"mapping worker .* died \(exit code -9"):
+    with pytest.raises(SyncFailed, match=r"mapping worker larder-mapping-0 died \(exit code -9"):
         harness.run("parallel")
     assert harness.get("parallel", "id", 5) is None
+
+
+def test_workers_come_from_a_process_that_runs_no_thread_of_the_sync(harness, monkeypatch):
+    """Forked from the sync's process, a worker would inherit locks its other threads hold."""
+    harness.table("people", COLUMNS, [row(i) for i in range(N)])
+    parents: set[int] = set()
+    real = engine.mapped_in_workers
+
+    @contextmanager
+    def noting_parents(delta, mapper, *, workers, hashed):
+        with real(delta, mapper, workers=workers, hashed=hashed) as mapped:
+            for process in multiprocessing.active_children():
+                if process.name.startswith("larder-mapping-"):
+                    parents.add(_parent_pid(process.pid))
+            yield mapped
+
+    monkeypatch.setattr(engine, "mapped_in_workers", noting_parents)
+    harness.configure(people("parallel"), extra={"defaults": PARALLEL})
+    assert harness.run("parallel").counts["added"] > 2_800
+    assert len(parents) == 1 and os.getpid() not in parents
+
+
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
