@@ -26,8 +26,10 @@ from orchestration.store.state import (
     CacheWork,
     ChunkTarget,
     IndexKey,
+    PreparedWrite,
     RecordWrite,
     StateStore,
+    prepare_write,
 )
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
@@ -82,8 +84,18 @@ def commit_changes(
 ) -> CacheWork:
     """The state half of `apply_changes`: commit the chunk with its journal entry. The caller then
     does the returned work with `write_caches`, chunks in commit order."""
+    return commit_prepared(prepare_changes(records, layout, run_id), state, lease)
+
+
+def prepare_changes(records: Sequence[MappedRecord], layout: CollectionLayout, run_id: int) -> PreparedWrite:
+    """What `commit_changes` does before it needs the database (see pipeline.py)."""
     writes = [RecordWrite(r.pk, r.body, r.row_hash, layout.keys_of(r), r.is_new) for r in records]
-    return state.write_chunk(layout.target(run_id), writes, fence=lease.renew)
+    return prepare_write(layout.target(run_id), writes)
+
+
+def commit_prepared(chunk: PreparedWrite, state: StateStore, lease: CollectionLease) -> CacheWork:
+    """Commit a prepared chunk with its journal entry, holding `lease`."""
+    return state.commit_chunk(chunk, fence=lease.renew)
 
 
 def write_caches(work: CacheWork, state: StateStore, caches: Mapping[str, RecordCache]) -> None:

@@ -19,11 +19,11 @@ import orjson
 from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import RunStatus, StateStore
-from orchestration.sync.apply import CollectionLayout, apply_removals, commit_changes, settle_collection
+from orchestration.sync.apply import CollectionLayout, apply_removals, prepare_changes, settle_collection
 from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import RecordMapper
-from orchestration.sync.pipeline import CacheWriter
+from orchestration.sync.pipeline import WritePipeline
 from orchestration.sync.warehouse import Warehouse
 from orchestration.sync.workers import SplittableDelta, default_workers, mapped_in_workers
 
@@ -33,6 +33,9 @@ ABANDONED_AFTER_SECONDS = 300
 WRITTEN_PREVIEW_RECORDS = 20
 # Cyclic GC thresholds while a run is going (see _rare_collections).
 RUN_GC_THRESHOLDS = (100_000, 50, 1_000)
+# How often a run records its progress and renews its lease while it reads or writes: far below
+# the lease's time to live, and rare enough that these small commits cost nothing.
+HEARTBEAT_SECONDS = 1.0
 
 
 class SyncFailed(RuntimeError):
@@ -58,6 +61,21 @@ class SyncReport:
 
 
 Progress = Callable[[str, dict[str, int]], None]
+
+
+class Throttle:
+    """`due()` is true at most once per `seconds`."""
+
+    def __init__(self, seconds: float):
+        self._seconds = seconds
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True
 
 
 class Services:
@@ -134,9 +152,12 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
             time.monotonic() - started, plan.rejection_samples if plan else [], error, written_preview,
         )
 
+    beat = Throttle(HEARTBEAT_SECONDS)
+
     def heartbeat() -> None:
-        state.heartbeat(run_id, counts)
-        lease.renew()
+        if beat.due():
+            state.heartbeat(run_id, counts)
+            lease.renew()
 
     try:
         _acquire_for_run(services, lease, counts, progress)
@@ -174,17 +195,18 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
                 f"{spec.rejections.max_share:.1%} allowed; nothing was written"
             )
         written = 0
-        with CacheWriter(state, caches) as cache_writer:  # a chunk's cache writes overlap the next commit
+        with WritePipeline(state, caches, lease) as pipeline:  # prepare, commit and cache writes overlap
             for chunk in plan.changed_records(project.spec.defaults.chunk_size):
-                cache_writer.submit(commit_changes(chunk, layout, state, run_id, lease))
+                pipeline.submit(prepare_changes(chunk, layout, run_id))
                 written += len(chunk)
                 for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
                     written_preview.append(orjson.loads(record.body))
                 counts["written"] = written
-                heartbeat()
+                if beat.due():  # each commit renews the lease; the run's progress is recorded between commits
+                    pipeline.heartbeat(run_id, counts)
                 if progress:
                     progress("write", counts)
-            cache_writer.drain()
+            pipeline.drain()
         removal = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
         counts["removed"] = removal.removed
         counts["kept"] = len(plan.removed_pks) - removal.removed

@@ -1,43 +1,60 @@
-"""The write phase as a pipeline: a chunk's cache writes overlap the next chunk's state commit.
+"""The write phase as a pipeline: three chunks in flight, each stage on its own thread.
 
-Each chunk is committed to state with its journal entry (apply.commit_changes), then written to
-every region and its entry cleared (apply.write_caches). `CacheWriter` does the second step in a
-thread of its own, in commit order, while the run commits the next chunk: the state store and
-memcached work at once, each releasing the GIL while it waits.
+A chunk is prepared on the sync's thread (its rows, keys and envelopes: apply.prepare_changes),
+committed to state with its journal entry on the state thread (apply.commit_prepared), then
+written to every region with its entry cleared on the cache thread (apply.write_caches). While one
+chunk commits, the next is prepared and the previous one written: SQLite's work, memcached's
+round trips and the sync's Python run at once (the first two release the GIL while they wait or
+work), and the slowest stage sets the pace.
 
 Crash safety is apply's: an entry is cleared only after its chunk reached every region, so a run
-killed anywhere leaves journal entries that the next run settles. Cache writes keep the commit
-order (a key a chunk deletes may be one a later chunk sets). At most `behind` chunks wait for
-the thread, so memory stays flat.
+killed anywhere leaves journal entries that the next run settles. Commits and cache writes keep
+the chunks' order (a key a chunk deletes may be one a later chunk sets). After a stage fails,
+nothing more is committed, and the error is raised by the next `submit` or by `drain`. At most
+`behind` chunks wait for the threads, so memory stays flat.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from orchestration.store.cache import RecordCache
-from orchestration.store.state import CacheWork, StateStore
-from orchestration.sync.apply import write_caches
+from orchestration.store.state import CacheWork, PreparedWrite, StateStore
+from orchestration.sync.apply import commit_prepared, write_caches
+from orchestration.sync.lease import CollectionLease
 
-# Chunks committed to state whose cache writes have not finished: one written, one waiting.
+# Chunks prepared whose cache writes have not finished: one committing, one being written.
 CHUNKS_BEHIND = 2
 
 
-class CacheWriter:
-    """Writes committed chunks to the caches in a background thread; `drain` waits for all of them.
-    An error writing a cache is raised by the next `submit` or by `drain`."""
+class PipelineStopped(RuntimeError):
+    """A chunk was not committed because an earlier one failed (that error is the one raised)."""
 
-    def __init__(self, state: StateStore, caches: Mapping[str, RecordCache], *, behind: int = CHUNKS_BEHIND):
-        self._state, self._caches, self._behind = state, caches, behind
+
+class WritePipeline:
+    """Commits prepared chunks on one thread and writes them to the caches on another, in order;
+    `drain` waits until every chunk submitted is in every region."""
+
+    def __init__(self, state: StateStore, caches: Mapping[str, RecordCache], lease: CollectionLease, *,
+                 behind: int = CHUNKS_BEHIND):
+        self._state, self._caches, self._lease, self._behind = state, caches, lease, behind
         self._pending: deque[Future] = deque()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="larder-cache-writer")
+        self._failed = threading.Event()
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="larder-state-writer")
+        self._cache_writer = ThreadPoolExecutor(1, thread_name_prefix="larder-cache-writer")
 
-    def submit(self, work: CacheWork) -> None:
-        self._pending.append(self._thread.submit(write_caches, work, self._state, self._caches))
+    def submit(self, chunk: PreparedWrite) -> None:
+        committed = self._committer.submit(self._commit, chunk)
+        self._pending.append(self._cache_writer.submit(self._write, committed))
         if len(self._pending) > self._behind:
             self._pending.popleft().result()
+
+    def heartbeat(self, run_id: int, counts: dict[str, int]) -> None:
+        """Record the run's progress, on the state thread: between two commits, never waiting for one."""
+        self._committer.submit(self._state.heartbeat, run_id, dict(counts))
 
     def drain(self) -> None:
         """Wait until every chunk submitted is in every region and its journal entry cleared."""
@@ -46,10 +63,29 @@ class CacheWriter:
 
     def close(self) -> None:
         """Stop (after a failure: chunks not written yet keep their journal entries, for the next run)."""
-        self._thread.shutdown(wait=True, cancel_futures=True)
+        self._failed.set()
+        self._committer.shutdown(wait=True, cancel_futures=True)
+        self._cache_writer.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
 
-    def __enter__(self) -> CacheWriter:
+    def _commit(self, chunk: PreparedWrite) -> CacheWork:
+        if self._failed.is_set():
+            raise PipelineStopped("not committed: an earlier chunk failed")
+        try:
+            return commit_prepared(chunk, self._state, self._lease)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def _write(self, committed: Future) -> None:
+        work = committed.result()  # the commit's error, if it failed, is this chunk's
+        try:
+            write_caches(work, self._state, self._caches)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def __enter__(self) -> WritePipeline:
         return self
 
     def __exit__(self, *_exc) -> None:

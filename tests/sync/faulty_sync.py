@@ -4,7 +4,7 @@ Tests that kill or slow a real sync process run it as
 
     python -m tests.sync.faulty_sync [--mark FILE] [--hold-after N] [--pause-after-commit S] -- <larder args>
 
-which wraps `StateStore.write_chunk` (the commit of a chunk, before its cache writes) and then runs
+which wraps `StateStore.commit_chunk` (the commit of a chunk, before its cache writes) and then runs
 the CLI in this process. After each chunk commits, the wrapper:
 - writes the number of chunks committed so far to `--mark` (replaced atomically), the event a test waits for;
 - with `--hold-after N`, stops for good once chunk N has committed and the chunks before it are in
@@ -27,7 +27,7 @@ from orchestration.store.state import StateStore
 
 
 def install(*, mark: Path | None = None, hold_after: int | None = None, pause: float = 0.0) -> None:
-    original, original_cache_written = StateStore.write_chunk, StateStore.cache_written
+    original, original_cache_written = StateStore.commit_chunk, StateStore.cache_written
     committed = 0
     cached = threading.Condition()
     cached_count = 0
@@ -39,7 +39,7 @@ def install(*, mark: Path | None = None, hold_after: int | None = None, pause: f
             cached_count += 1
             cached.notify_all()
 
-    def write_chunk(self, *args, **kwargs):
+    def commit_chunk(self, *args, **kwargs):
         nonlocal committed
         work = original(self, *args, **kwargs)
         committed += 1
@@ -56,7 +56,7 @@ def install(*, mark: Path | None = None, hold_after: int | None = None, pause: f
             time.sleep(pause)
         return work
 
-    StateStore.write_chunk = write_chunk  # type: ignore[method-assign]
+    StateStore.commit_chunk = commit_chunk  # type: ignore[method-assign]
     StateStore.cache_written = cache_written  # type: ignore[method-assign]
 
 

@@ -34,7 +34,9 @@ from orchestration.store.state.chunks import (
     ChunkTarget,
     Fence,
     IndexKey,
+    PreparedWrite,
     RecordWrite,
+    prepare_write,
 )
 from orchestration.store.state.engine import (
     API_BOUNDS,
@@ -67,6 +69,7 @@ __all__ = [
     "JournalEntry",
     "KeyInfo",
     "Lease",
+    "PreparedWrite",
     "RecordCounts",
     "RecordWrite",
     "RunStatus",
@@ -76,6 +79,7 @@ __all__ = [
     "UnknownApiKey",
     "hash_secret",
     "make_engine",
+    "prepare_write",
     "merge_fields",
     "secret_matches",
     "split_secret",
@@ -173,7 +177,11 @@ class StateStore:
     def write_chunk(self, target: ChunkTarget, records: Sequence[RecordWrite], *,
                     fence: Fence | None = None) -> CacheWork:
         """Write added and changed records of one chunk (see `chunks.Chunks.write`)."""
-        return self._chunks.write(target, records, fence=fence)
+        return self.commit_chunk(prepare_write(target, records), fence=fence)
+
+    def commit_chunk(self, chunk: PreparedWrite, *, fence: Fence | None = None) -> CacheWork:
+        """`write_chunk` of a chunk prepared beforehand (`chunks.prepare_write`, which needs no database)."""
+        return self._chunks.write(chunk, fence=fence)
 
     def delete_chunk(self, target: ChunkTarget, pks: Sequence[str], *, fence: Fence | None = None) -> CacheWork:
         """Delete records of a collection the target's sync alone writes."""
