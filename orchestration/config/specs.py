@@ -284,6 +284,9 @@ class Defaults(Strict):
     # Processes that map a sync's rows (None: one per core but one; 1: all in the sync's own process),
     # once a scan has read `parallel_min_rows` rows: a small sync does not pay for starting them.
     sync_workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    # Processes that write a large first sync (None: one per core; 1: the sync's own process), once
+    # it has `parallel_min_rows` records to write.
+    write_workers: Annotated[int, Field(ge=1, le=256)] | None = None
     parallel_min_rows: Annotated[int, Field(ge=0)] = 20_000
 
 

@@ -101,7 +101,7 @@ def commit_prepared(chunk: PreparedWrite, state: StateStore, lease: CollectionLe
 def write_caches(work: CacheWork, state: StateStore, caches: Mapping[str, RecordCache]) -> None:
     """The cache half of `apply_changes`: write a committed chunk to every region, then clear its
     journal entry."""
-    _do(caches, work)
+    do_cache_work(caches, work)
     state.cache_written(work)
 
 
@@ -133,7 +133,7 @@ def apply_removals(
         work = state.tombstone_chunk(target, pks, fence=lease.renew)
     else:
         work = state.clear_chunk(target, pks, fence=lease.renew)
-    _do(caches, work)
+    do_cache_work(caches, work)
     state.cache_written(work)
     return Removal(removed=len(pks), written=len(work.pks))
 
@@ -164,7 +164,7 @@ def settle_collection(
     for region in regions:
         cache = cache_of(region)
         for keys in state.iter_owed_keys(region, collection):
-            _do({region: cache}, state.owed_work(collection, keys, sync_order, fence=fence))
+            do_cache_work({region: cache}, state.owed_work(collection, keys, sync_order, fence=fence))
             state.settle(region, collection, keys)
             settled += len(keys)
             if on_batch is not None:
@@ -172,7 +172,7 @@ def settle_collection(
     return settled
 
 
-def _do(caches: Mapping[str, RecordCache], work: CacheWork) -> None:
+def do_cache_work(caches: Mapping[str, RecordCache], work: CacheWork) -> None:
     """The cache work of a chunk, in every region written."""
     for cache in caches.values():
         if work.stale_keys:

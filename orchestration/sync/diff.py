@@ -10,7 +10,7 @@ import marshal
 import struct
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -62,6 +62,7 @@ class SyncPlan:
     # pk → indexes of samples whose row was not kept (a duplicate's first row, rejected only when
     # the second one came): `fill_sample_rows` finds them after the scan.
     samples_missing_rows: dict[str, list[int]] = field(default_factory=dict)
+    first_sync: bool = False  # the sync had no snapshot: every record it writes is new to it
     _spill: Any = None
     _spilled: int = 0
     _pending: list[tuple] = field(default_factory=list)
@@ -84,22 +85,21 @@ class SyncPlan:
 
     def changed_records(self, chunk_size: int) -> Iterator[list[MappedRecord]]:
         """The added and changed records, in chunks, minus rows rejected later in the scan."""
+        return records_in_chunks(self.spilled_blocks(), self.rejected_pks, chunk_size)
+
+    @property
+    def records_to_write(self) -> int:
+        """How many records `changed_records` gives, at most (rows rejected later are in the count)."""
+        return self._spilled + len(self._pending)
+
+    def spilled_blocks(self) -> Iterator[bytes]:
+        """The records to write as the spill holds them: blocks that `spilled_records` reads."""
         if self._spill is None:
             return
         self._flush_spill()
         self._spill.seek(0)
-        chunk: list[MappedRecord] = []
-        rejected = self.rejected_pks
         while header := self._spill.read(SPILL_HEADER.size):
-            for fields in marshal.loads(self._spill.read(SPILL_HEADER.unpack(header)[0])):
-                if fields[0] in rejected:
-                    continue
-                chunk.append(MappedRecord(*fields))
-                if len(chunk) >= chunk_size:
-                    yield chunk
-                    chunk = []
-        if chunk:
-            yield chunk
+            yield self._spill.read(SPILL_HEADER.unpack(header)[0])
 
     def close(self) -> None:
         if self._spill is not None:
@@ -122,6 +122,23 @@ class SyncPlan:
             self._spill.write(blob)
             self._spilled += len(self._pending)
             self._pending = []
+
+
+def spilled_records(block: bytes, rejected: Collection[str]) -> list[MappedRecord]:
+    """The records of one spilled block, minus rows rejected later in the scan."""
+    return [MappedRecord(*fields) for fields in marshal.loads(block) if fields[0] not in rejected]
+
+
+def records_in_chunks(blocks: Iterable[bytes], rejected: Collection[str], chunk_size: int) -> Iterator[list[MappedRecord]]:
+    """The records of spilled blocks in chunks of `chunk_size` (the last one shorter)."""
+    chunk: list[MappedRecord] = []
+    for block in blocks:
+        chunk += spilled_records(block, rejected)
+        while len(chunk) >= chunk_size:
+            yield chunk[:chunk_size]
+            chunk = chunk[chunk_size:]
+    if chunk:
+        yield chunk
 
 
 def plan_sync(

@@ -20,12 +20,13 @@ from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import RunStatus, StateStore
 from orchestration.sync.apply import CollectionLayout, apply_removals, prepare_changes, settle_collection
-from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync
+from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync, spilled_records
 from orchestration.sync.lease import CollectionLease
-from orchestration.sync.mapping import RecordMapper
+from orchestration.sync.mapping import MappedRecord, RecordMapper
 from orchestration.sync.pipeline import WritePipeline
 from orchestration.sync.warehouse import Warehouse
 from orchestration.sync.workers import SplittableDelta, default_workers, mapped_in_workers
+from orchestration.sync.writers import WriteJob, default_write_workers, write_in_processes
 
 # A run that has not reported for this long is taken to have died (its process was killed).
 ABANDONED_AFTER_SECONDS = 300
@@ -194,19 +195,12 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
                 f"{plan.rejected} of {plan.rows_read} rows rejected ({plan.rejected_share:.1%}), over the "
                 f"{spec.rejections.max_share:.1%} allowed; nothing was written"
             )
-        written = 0
-        with WritePipeline(state, caches, lease) as pipeline:  # prepare, commit and cache writes overlap
-            for chunk in plan.changed_records(project.spec.defaults.chunk_size):
-                pipeline.submit(prepare_changes(chunk, layout, run_id))
-                written += len(chunk)
-                for record in chunk[: WRITTEN_PREVIEW_RECORDS - len(written_preview)]:
-                    written_preview.append(orjson.loads(record.body))
-                counts["written"] = written
-                if beat.due():  # each commit renews the lease; the run's progress is recorded between commits
-                    pipeline.heartbeat(run_id, counts)
-                if progress:
-                    progress("write", counts)
-            pipeline.drain()
+        def on_write(written: int) -> None:
+            counts["written"] = written
+            if progress:
+                progress("write", counts)
+
+        written = _write_changes(services, plan, layout, lease, caches, written_preview, on_write, beat)
         removal = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
         counts["removed"] = removal.removed
         counts["kept"] = len(plan.removed_pks) - removal.removed
@@ -224,6 +218,52 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
             plan.close()
         lease.release()
     return report("succeeded")
+
+
+def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout, lease: CollectionLease,
+                   caches: dict[str, RecordCache], preview: list[dict[str, Any]], on_write: Callable[[int], None],
+                   beat: Throttle) -> int:
+    """Write the plan's added and changed records to state and every region; returns how many.
+    A large first sync is written by several processes (see writers.py), anything else by the
+    write pipeline of this process (see pipeline.py)."""
+    state, defaults, run_id = services.state, services.project.spec.defaults, lease.run_id
+    assert run_id is not None
+    workers = defaults.write_workers or default_write_workers()
+    if (plan.first_sync and not layout.has_tombstones and workers > 1
+            and plan.records_to_write >= defaults.parallel_min_rows):
+        job = WriteJob(state.url, {region: cache.servers for region, cache in caches.items()}, layout, run_id,
+                       lease.holder, lease.token, lease.ttl, frozenset(plan.rejected_pks), defaults.chunk_size)
+
+        def on_progress(written: int) -> None:
+            state.heartbeat(run_id, {**plan.counts, "written": written})
+            on_write(written)
+
+        blocks = _previewed(plan.spilled_blocks(), plan.rejected_pks, preview)
+        return write_in_processes(blocks, job, workers=workers, on_progress=on_progress)
+    written = 0
+    with WritePipeline(state, caches, lease) as pipeline:  # prepare, commit and cache writes overlap
+        for chunk in plan.changed_records(defaults.chunk_size):
+            pipeline.submit(prepare_changes(chunk, layout, run_id))
+            written += len(chunk)
+            _add_to_preview(preview, chunk)
+            if beat.due():  # each commit renews the lease; the run's progress is recorded between commits
+                pipeline.heartbeat(run_id, {**plan.counts, "written": written})
+            on_write(written)
+        pipeline.drain()
+    return written
+
+
+def _previewed(blocks: Iterator[bytes], rejected: Collection[str], preview: list[dict[str, Any]]) -> Iterator[bytes]:
+    """The blocks, with the first records they hold added to `preview` on the way."""
+    for block in blocks:
+        if len(preview) < WRITTEN_PREVIEW_RECORDS:
+            _add_to_preview(preview, spilled_records(block, rejected))
+        yield block
+
+
+def _add_to_preview(preview: list[dict[str, Any]], records: Sequence[MappedRecord]) -> None:
+    for record in records[: WRITTEN_PREVIEW_RECORDS - len(preview)]:
+        preview.append(orjson.loads(record.body))
 
 
 @contextmanager
@@ -280,10 +320,17 @@ def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bo
     """Diff the model against the snapshot: inside the warehouse when it can (only rows that
     changed are then mapped), else by mapping every row in Python. When every row of a large
     model is to be mapped, worker processes read and map it (see workers.py)."""
+    snapshot, first_sync = _peek_empty(services.state.iter_snapshot(mapper.spec.name))
+    plan = _planned(services, sql, mapper, snapshot, first_sync, full_resync=full_resync, progress=progress)
+    plan.first_sync = first_sync
+    return plan
+
+
+def _planned(services: Services, sql: str, mapper: RecordMapper, snapshot: Iterator[list], first_sync: bool, *,
+             full_resync: bool, progress) -> SyncPlan:
     spec, warehouse, state = mapper.spec, services.warehouse, services.state
     defaults = services.project.spec.defaults
     options = {"full_resync": full_resync, "max_samples": spec.rejections.samples, "progress": progress}
-    snapshot, first_sync = _peek_empty(state.iter_snapshot(spec.name))
     delta = warehouse.delta(sql, mapper, snapshot=snapshot, rewrite_all=full_resync, chunk_size=defaults.chunk_size)
     if delta is None:
         return plan_sync(warehouse.iter_chunks(sql, defaults.chunk_size), mapper, state.snapshot(spec.name), **options)

@@ -51,6 +51,14 @@ class CollectionLease:
         self.ttl = ttl
         self.token = uuid.uuid4().hex
 
+    @classmethod
+    def held(cls, state: StateStore, collection: str, holder: str, token: str, *, run_id: int | None,
+             ttl: float) -> CollectionLease:
+        """A lease another process of the run acquired (its `token`), to renew from this one."""
+        lease = cls(state, collection, holder, run_id=run_id, ttl=ttl)
+        lease.token = token
+        return lease
+
     def acquire(self, *, wait_seconds: float, on_wait: Callable[[Lease], None] | None = None,
                 poll_seconds: float = POLL_SECONDS) -> None:
         """Take the lease, waiting up to `wait_seconds` for its holder; raises LeaseUnavailable."""

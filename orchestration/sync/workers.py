@@ -95,7 +95,7 @@ def mapped_in_workers(delta: SplittableDelta, mapper: RecordMapper, *, workers: 
                       hashed: bool) -> Iterator[Iterator[MappedChunk]]:
     """The delta's chunks with their outcomes (as `mapped_inline` gives them, in another order),
     read and mapped by `workers` processes; leaving the block stops them."""
-    context = _context()
+    context = process_context()
     with delta.split(workers) as parts:
         started: dict[Connection, BaseProcess] = {}
         try:
@@ -151,8 +151,8 @@ def _stop(started: dict[Connection, BaseProcess]) -> None:
         receiver.close()
 
 
-def _context() -> BaseContext:
-    """Workers forked from a fork server: a process of its own that imported the mapping code and
+def process_context() -> BaseContext:
+    """Processes forked from a fork server: a process of its own that imported the sync's code and
     runs no thread. Forking the sync's own process instead would copy it mid-flight: the locks its
     other threads hold (cache writes, the lease heartbeat, Dagster's own), and DuckDB's state, held
     forever in the copy, where a worker could wait on them for good. Spawn where there is no fork."""
@@ -160,7 +160,7 @@ def _context() -> BaseContext:
     if "forkserver" not in methods:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload([__name__, "orchestration.sync.writers"])
     return context
 
 

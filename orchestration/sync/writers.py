@@ -1,0 +1,174 @@
+"""A first sync's writes on every core: writer processes commit and cache shares of its records.
+
+A first sync writes every record of its model, and every one of them is new to the sync: no chunk
+drops keys another chunk writes (the scan rejected rows sharing an index value), so chunks commute
+and any process may write any of them, in any order. Preparing a chunk (keys, envelopes, rows),
+committing it and writing it to the caches is most of a large first sync, and mostly Python: one
+process keeps one core busy. So, for a first sync of at least `defaults.parallel_min_rows` records,
+`defaults.write_workers` processes each ask the sync for a spilled block of records when they need
+one, and write chunks of them as the sync's own process would: state first, with the chunk's
+journal entry and the lease renewed in the transaction, then every region, then the entry cleared.
+
+Commits take turns (a lock shared by the processes: SQLite has one writer at a time, and turns
+handed over by the lock waste no time polling), so one process commits while the others prepare
+and write caches. A process that fails or dies fails the run; what it committed but did not cache
+is in the journal, settled by the next run, as after any crash.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from orchestration.store.cache import RecordCache
+from orchestration.store.state import StateStore
+from orchestration.sync.apply import CollectionLayout, commit_prepared, do_cache_work, prepare_changes
+from orchestration.sync.diff import spilled_records
+from orchestration.sync.lease import CollectionLease
+from orchestration.sync.mapping import MappedRecord
+from orchestration.sync.workers import STOP_SECONDS, WAIT_SECONDS, process_context
+
+# How often the sync hears how many records the writers wrote (and records it in the run).
+PROGRESS_SECONDS = 1.0
+_WANT = "want"  # a writer asks for a block, and says how many records it wrote since it last asked
+_DONE = "done"
+_FAILED = "failed"
+
+
+class WritingFailed(RuntimeError):
+    """A writer process failed or died while writing its share of a first sync."""
+
+
+@dataclass(frozen=True)
+class WriteJob:
+    """What a writer process needs to write chunks as the sync would (it pickles: no connections)."""
+
+    state_url: str
+    servers: Mapping[str, tuple[str, ...]]  # region → its memcached servers: the regions the run writes
+    layout: CollectionLayout
+    run_id: int
+    lease_holder: str
+    lease_token: str
+    lease_ttl: float
+    rejected: frozenset[str]  # rows the scan rejected after it had spilled their records
+    chunk_size: int
+
+
+def default_write_workers() -> int:
+    """One writer per core: commits take turns, so each one's Python runs while another commits."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def write_in_processes(blocks: Iterator[bytes], job: WriteJob, *, workers: int,
+                       on_progress: Callable[[int], None]) -> int:
+    """Write every record of `blocks` (a plan's spilled blocks) with `workers` processes; returns
+    how many were written. `on_progress` hears the running total about once a second, between two
+    commits (it may write to the state store: the run's heartbeat), and at the end."""
+    context = process_context()
+    turn = context.Lock()
+    started: dict[Connection, BaseProcess] = {}
+    try:
+        for index in range(workers):
+            receiver, sender = context.Pipe()
+            process = context.Process(target=_write_share, args=(job, turn, sender),
+                                      name=f"larder-writer-{index}", daemon=True)
+            process.start()
+            sender.close()  # the writer holds the only other end: its death reads as the end of the pipe
+            started[receiver] = process
+        return _serve(blocks, dict(started), turn, on_progress)
+    finally:
+        _stop(started)
+
+
+def _serve(blocks: Iterator[bytes], running: dict[Connection, BaseProcess], turn: Any,
+           on_progress: Callable[[int], None]) -> int:
+    """Hand a block to each writer that asks for one, until every writer has written all it got."""
+    written, reported = 0, time.monotonic()
+    while running:
+        for conn in wait(list(running), timeout=WAIT_SECONDS):
+            try:
+                kind, payload = conn.recv()
+            except EOFError:
+                raise WritingFailed(_died(running[conn])) from None
+            if kind == _FAILED:
+                raise WritingFailed(payload)
+            written += payload
+            if kind == _DONE:
+                del running[conn]
+            else:
+                try:
+                    conn.send_bytes(next(blocks, b""))  # an empty block: there is no more
+                except (BrokenPipeError, ConnectionResetError):  # it asked, then died
+                    raise WritingFailed(_died(running[conn])) from None
+        if time.monotonic() - reported >= PROGRESS_SECONDS and turn.acquire(block=False):
+            try:  # only between two commits: the writers never wait for the sync's own writes
+                on_progress(written)
+            finally:
+                turn.release()
+            reported = time.monotonic()
+    on_progress(written)
+    return written
+
+
+def _died(process: BaseProcess) -> str:
+    process.join(timeout=WAIT_SECONDS)
+    return (f"writer process {process.name} died (exit code {process.exitcode}: killed, or out of memory?) "
+            f"while writing its share of the sync; the next run settles what it committed")
+
+
+def _stop(started: dict[Connection, BaseProcess]) -> None:
+    for process in started.values():
+        if process.is_alive():
+            process.terminate()  # after a failure: a writer's committed chunks are journaled
+    for conn, process in started.items():
+        process.join(timeout=STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=STOP_SECONDS)
+        conn.close()
+
+
+def _write_share(job: WriteJob, turn: Any, conn: Connection) -> None:
+    """A writer: ask for blocks, write them in chunks, say how many records each request wrote."""
+    state = StateStore(job.state_url)
+    caches = {region: RecordCache(servers) for region, servers in job.servers.items()}
+    lease = CollectionLease.held(state, job.layout.spec.collection, job.lease_holder, job.lease_token,
+                                 run_id=job.run_id, ttl=job.lease_ttl)
+    try:
+        pending: list[MappedRecord] = []
+        written = 0
+        while True:
+            conn.send((_WANT, written))
+            block = conn.recv_bytes()
+            if not block:
+                break
+            pending += spilled_records(block, job.rejected)
+            written = 0
+            while len(pending) >= job.chunk_size:
+                written += _write_chunk(pending[: job.chunk_size], job, state, caches, lease, turn)
+                del pending[: job.chunk_size]
+        conn.send((_DONE, _write_chunk(pending, job, state, caches, lease, turn) if pending else 0))
+    except BaseException as error:  # sent as text: any exception, even one that does not pickle
+        conn.send((_FAILED, f"{str(error) or type(error).__name__} (in writer process {os.getpid()})"))
+    finally:
+        state.dispose()
+        conn.close()
+
+
+def _write_chunk(records: list[MappedRecord], job: WriteJob, state: StateStore, caches: Mapping[str, RecordCache],
+                 lease: CollectionLease, turn: Any) -> int:
+    chunk = prepare_changes(records, job.layout, job.run_id)
+    with turn:
+        work = commit_prepared(chunk, state, lease)
+    do_cache_work(caches, work)
+    with turn:
+        state.cache_written(work)
+    return len(records)
