@@ -13,19 +13,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import re
 from datetime import date, datetime
 from decimal import Decimal
 
 KEY_VERSION = "L1"
-SAFE_VALUE = re.compile(r"[A-Za-z0-9._@+\-]{1,100}")
+SAFE_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@+-"
+MAX_READABLE_VALUE = 100
 MAX_KEY_BYTES = 250
 SENTINEL_KEY = f"{KEY_VERSION}:_larder:sentinel"
 
 
 def record_key(collection: str, index: str, value: str) -> str:
     """The cache key of a record under one index value (value already in text form)."""
-    if SAFE_VALUE.fullmatch(value):
+    # Stripping the safe characters leaves nothing only if there is no other (a regex costs twice as much).
+    if 0 < len(value) <= MAX_READABLE_VALUE and not value.strip(SAFE_CHARACTERS):
         return f"{KEY_VERSION}:{collection}:{index}:={value}"
     digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=20).digest()
     return f"{KEY_VERSION}:{collection}:{index}:#{base64.urlsafe_b64encode(digest).decode('ascii')}"

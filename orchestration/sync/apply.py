@@ -25,7 +25,6 @@ from orchestration.store.keys import record_key
 from orchestration.store.state import (
     CacheWork,
     ChunkTarget,
-    IndexKey,
     PreparedWrite,
     RecordWrite,
     StateStore,
@@ -50,11 +49,11 @@ class CollectionLayout:
     def merged(self) -> bool:
         return len(self.sync_order) > 1
 
-    def keys_of(self, record: MappedRecord) -> list[IndexKey]:
-        """The cache key and its owner for each index value of the record."""
+    def keys_of(self, record: MappedRecord) -> list[tuple[str, str]]:
+        """The cache key and its owner (an IndexKey, as a plain pair) for each index value of the record."""
         collection, primary = self.spec.collection, self.spec.primary_index
         return [
-            IndexKey(record_key(collection, name, value), PRIMARY_OWNER if name == primary else self.spec.name)
+            (record_key(collection, name, value), PRIMARY_OWNER if name == primary else self.spec.name)
             for name, value in record.index_values
         ]
 

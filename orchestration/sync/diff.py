@@ -126,7 +126,8 @@ class SyncPlan:
 
 def spilled_records(block: bytes, rejected: Collection[str]) -> list[MappedRecord]:
     """The records of one spilled block, minus rows rejected later in the scan."""
-    return [MappedRecord(*fields) for fields in marshal.loads(block) if fields[0] not in rejected]
+    make = tuple.__new__  # MappedRecord(*fields) without its Python-level constructor: a million times
+    return [make(MappedRecord, fields) for fields in marshal.loads(block) if fields[0] not in rejected]
 
 
 def records_in_chunks(blocks: Iterable[bytes], rejected: Collection[str], chunk_size: int) -> Iterator[list[MappedRecord]]:

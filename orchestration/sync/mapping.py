@@ -80,7 +80,13 @@ class RecordMapper:
     def __init__(self, spec: SyncSpec, *, max_record_bytes: int):
         self.spec = spec
         self.max_record_bytes = max_record_bytes
-        self._steps = tuple(_field_step(f) for f in spec.fields)
+        # Fields copied as they are from a column to a top-level name, as long as they come first
+        # (a record keeps the fields' order), are taken in one dict comprehension: most syncs' fields.
+        copied = 0
+        while copied < len(spec.fields) and _copied_as_is(spec.fields[copied]):
+            copied += 1
+        self._copied = tuple((f.target, f.column) for f in spec.fields[:copied])
+        self._steps = tuple(_field_step(f) for f in spec.fields[copied:])
         # Only the columns templates read are prepared for Liquid (see liquid_scope).
         self._liquid_columns = tuple(sorted({
             name for f in spec.fields if f.liquid is not None
@@ -121,7 +127,7 @@ class RecordMapper:
             raise
 
     def _map(self, row: dict[str, Any], hashed: bool) -> MappedRecord:
-        record: dict[str, Any] = {}
+        record: dict[str, Any] = {target: row[column] for target, column in self._copied}
         scope = {name: liquid_scope(row[name]) for name in self._liquid_columns if name in row}
         for path, compute in self._steps:
             value = compute(row, scope)
@@ -170,6 +176,10 @@ def _set_nested(record: dict[str, Any], path: tuple[str, ...], value: Any) -> No
     for part in path[:-1]:
         node = node.setdefault(part, {})
     node[path[-1]] = value
+
+
+def _copied_as_is(field) -> bool:
+    return field.column is not None and field.type is FieldType.auto and len(field.path) == 1
 
 
 def _field_step(field) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]]:

@@ -184,7 +184,7 @@ class Records:
             found.update(row.pk for row in conn.execute(query))
         return found
 
-    def upsert_fields(self, conn: Connection, rows: Sequence[StoredFields]) -> None:
+    def upsert_fields(self, conn: Connection, rows: Sequence[StoredFields] | Sequence[tuple]) -> None:
         upsert(conn, FIELDS, rows, ("sync_name", "pk"))
 
     def delete_fields(self, conn: Connection, sync_name: str, pks: Sequence[str]) -> None:
@@ -197,7 +197,7 @@ class Records:
             conn.execute(FIELDS.delete().where(FIELDS.c.collection == collection, FIELDS.c.pk.in_(batch)))
             conn.execute(INDICES.delete().where(INDICES.c.collection == collection, INDICES.c.pk.in_(batch)))
 
-    def upsert_index_keys(self, conn: Connection, rows: Sequence[IndexEntry]) -> None:
+    def upsert_index_keys(self, conn: Connection, rows: Sequence[IndexEntry] | Sequence[tuple]) -> None:
         upsert(conn, INDICES, rows, ("cache_key",))
 
     def delete_index_keys(self, conn: Connection, keys: Sequence[str]) -> None:
