@@ -6,9 +6,10 @@ RSS is its own (wait4), and its seconds are the engine's (the CLI's "succeeded i
 leaves out interpreter start-up; wall seconds are kept too). A full sync at a quarter of the size
 shows whether memory grows with the row count.
 
-A full sync of a large model can map its rows in worker processes (defaults.sync_workers): wait4's
-peak RSS is then that of the largest process of the sync's tree, not their sum, which is larger
-(each worker holds its own copy of what it touched of the interpreter, and its part's rows).
+A full sync of a large model can map its rows in worker processes (defaults.sync_workers), and a
+first sync is written by writer processes (defaults.write_workers): wait4's peak RSS is then that
+of the largest process of the sync's tree (the sync's own), not their sum, which is larger (each
+worker holds its own copy of what it touched of the interpreter, and a chunk or two of records).
 
 The Postgres section generates the same model (same records) into a Postgres schema and runs the
 same three steps of the plain variant, beside a full sync of the DuckDB model of the same size in
