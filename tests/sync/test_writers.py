@@ -50,12 +50,18 @@ def used_processes(monkeypatch) -> list[int]:
     return calls
 
 
-def test_a_first_sync_written_by_processes_serves_and_stores_what_one_process_writes(harness, used_processes):
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request) -> str:
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def test_a_first_sync_written_by_processes_serves_and_stores_what_one_process_writes(harness, used_processes,
+                                                                                    state_url):
     harness.table("people", COLUMNS, [row(i) for i in range(N)])
-    harness.configure(people("single"), people("parallel"), extra={"defaults": IN_PROCESS})
+    harness.configure(people("single"), people("parallel"), state_url=state_url, extra={"defaults": IN_PROCESS})
     single = harness.run("single")
     assert used_processes == []
-    harness.configure(people("single"), people("parallel"), extra={"defaults": BY_PROCESSES})
+    harness.configure(people("single"), people("parallel"), state_url=state_url, extra={"defaults": BY_PROCESSES})
     parallel = harness.run("parallel")
     assert used_processes == [2]
 
@@ -64,7 +70,7 @@ def test_a_first_sync_written_by_processes_serves_and_stores_what_one_process_wr
     for i in range(N):
         assert harness.get("parallel", "id", i) == harness.get("single", "id", i)
         assert harness.get("parallel", "email", f"{i}@x") == harness.get("single", "email", f"{i}@x")
-    state = StateStore(harness.project.spec.state.url)
+    state = StateStore(state_url)
     try:
         assert state.snapshot("parallel").keys() == state.snapshot("single").keys()
         assert state.pending_journal("parallel") == []
