@@ -34,6 +34,9 @@ class MappedRecord(NamedTuple):  # a tuple: cheap to build, and to pickle betwee
     is_new: bool = False  # not in the sync's snapshot: it has no index keys of this sync to replace
 
 
+_new_record = tuple.__new__  # MappedRecord(...) without its Python-level constructor: once per row
+
+
 def json_default(value: Any) -> Any:
     """orjson's fallback for warehouse types it does not know: decimals become numbers."""
     if isinstance(value, Decimal):
@@ -151,7 +154,8 @@ class RecordMapper:
             raise RowRejected(
                 f"record is {len(body)} bytes, over the {self.max_record_bytes}-byte limit", index_values[0][1]
             )
-        return MappedRecord(index_values[0][1], body, hash_body(body) if hashed else 0, tuple(index_values))
+        return _new_record(MappedRecord, (index_values[0][1], body, hash_body(body) if hashed else 0,
+                                          tuple(index_values), False))
 
 
 def _base_type(name: str) -> str:

@@ -151,8 +151,9 @@ class DuckDBDelta:
             result = _run(conn, self._query(_nested_as_json(conn, self._sql)), (self._salt,))
             width = len(result.description) - 5
             as_dict = _row_reader(result.description[:width])
+            new = tuple.__new__  # a DeltaRow without its Python-level constructor: once per row
             while part := result.fetchmany(self._chunk_size):
-                yield [DeltaRow(None if row[width] else as_dict(row), *row[width + 1 :]) for row in part]
+                yield [new(DeltaRow, (None if row[width] else as_dict(row), *row[width + 1 :])) for row in part]
 
     def _query(self, as_json: Sequence[str]) -> str:
         """One pass: the model (keys computed) full-joined with the snapshot, plus the sets of key
