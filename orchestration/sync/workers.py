@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
@@ -108,7 +108,7 @@ def mapped_in_workers(delta: SplittableDelta, mapper: RecordMapper, *, workers: 
                 started[receiver] = process
             yield _collect(dict(started))
         finally:
-            _stop(started)
+            stop_processes(started)
 
 
 def _collect(running: dict[Connection, BaseProcess]) -> Iterator[MappedChunk]:
@@ -137,9 +137,10 @@ def _died(process: BaseProcess) -> str:
             f"before it had read its part of the model")
 
 
-def _stop(started: dict[Connection, BaseProcess]) -> None:
-    """Stop every worker, however it is stuck: nothing of a worker is needed once the scan ends
-    (it failed elsewhere, or a worker is still blocked sending). Never an unbounded wait."""
+def stop_processes(started: Mapping[Connection, BaseProcess]) -> None:
+    """Stop every process and close its pipe, however it is stuck: nothing of a worker is needed
+    once its job ends (it failed elsewhere, or a worker is still blocked sending). Never an
+    unbounded wait."""
     for process in started.values():
         if process.is_alive():
             process.terminate()

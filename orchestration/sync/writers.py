@@ -31,7 +31,7 @@ from orchestration.sync.apply import CollectionLayout, commit_prepared, do_cache
 from orchestration.sync.diff import spilled_records
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
-from orchestration.sync.workers import STOP_SECONDS, WAIT_SECONDS, process_context
+from orchestration.sync.workers import WAIT_SECONDS, process_context, stop_processes
 
 # How often the sync hears how many records the writers wrote (and records it in the run).
 PROGRESS_SECONDS = 1.0
@@ -85,7 +85,7 @@ def write_in_processes(blocks: Iterator[bytes], job: WriteJob, *, workers: int,
             started[receiver] = process
         return _serve(blocks, dict(started), turn, on_progress)
     finally:
-        _stop(started)
+        stop_processes(started)  # after a failure: a writer's committed chunks are journaled
 
 
 def _serve(blocks: Iterator[bytes], running: dict[Connection, BaseProcess], turn: Any,
@@ -122,18 +122,6 @@ def _died(process: BaseProcess) -> str:
     process.join(timeout=WAIT_SECONDS)
     return (f"writer process {process.name} died (exit code {process.exitcode}: killed, or out of memory?) "
             f"while writing its share of the sync; the next run settles what it committed")
-
-
-def _stop(started: dict[Connection, BaseProcess]) -> None:
-    for process in started.values():
-        if process.is_alive():
-            process.terminate()  # after a failure: a writer's committed chunks are journaled
-    for conn, process in started.items():
-        process.join(timeout=STOP_SECONDS)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=STOP_SECONDS)
-        conn.close()
 
 
 def _write_share(job: WriteJob, turn: Any, conn: Connection) -> None:

@@ -158,6 +158,19 @@ def fetching(way: str):
         KeyedDelta.by_key_max_share = previous
 
 
+def record_workers(monkeypatch, module, name: str) -> list[int]:
+    """Wrap `module.name` (a function taking `workers=`): the list of how many each call asked for."""
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["workers"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, recording)
+    return calls
+
+
 def sync_config(name: str = "people", *, model: str = "select * from people", **overrides) -> dict[str, Any]:
     """A sync file's contents, with defaults most tests share."""
     config: dict[str, Any] = {

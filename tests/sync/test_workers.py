@@ -15,7 +15,7 @@ import pytest
 
 from orchestration.store.state import StateStore
 from orchestration.sync import SyncFailed, engine
-from tests.sync.conftest import sync_config
+from tests.sync.conftest import record_workers, sync_config
 
 N = 3_000
 COLUMNS = "id integer, name varchar, email varchar, score varchar"
@@ -44,15 +44,7 @@ def people(name: str) -> dict:
 @pytest.fixture
 def used_workers(monkeypatch) -> list[int]:
     """How many workers each run that used them started."""
-    calls: list[int] = []
-    real = engine.mapped_in_workers
-
-    def recording(delta, mapper, *, workers, hashed):
-        calls.append(workers)
-        return real(delta, mapper, workers=workers, hashed=hashed)
-
-    monkeypatch.setattr(engine, "mapped_in_workers", recording)
-    return calls
+    return record_workers(monkeypatch, engine, "mapped_in_workers")
 
 
 def run_both(harness, used_workers, **options):

@@ -15,7 +15,7 @@ import pytest
 
 from orchestration.store.state import StateStore
 from orchestration.sync import SyncFailed, engine, writers
-from tests.sync.conftest import sync_config
+from tests.sync.conftest import record_workers, sync_config
 
 N = 3_000
 COLUMNS = "id integer, name varchar, email varchar"
@@ -39,15 +39,7 @@ def people(name: str, **overrides) -> dict:
 @pytest.fixture
 def used_processes(monkeypatch) -> list[int]:
     """How many writer processes each run that used them started."""
-    calls: list[int] = []
-    real = engine.write_in_processes
-
-    def recording(blocks, job, *, workers, on_progress):
-        calls.append(workers)
-        return real(blocks, job, workers=workers, on_progress=on_progress)
-
-    monkeypatch.setattr(engine, "write_in_processes", recording)
-    return calls
+    return record_workers(monkeypatch, engine, "write_in_processes")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
