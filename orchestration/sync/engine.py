@@ -195,12 +195,8 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
                 f"{plan.rejected} of {plan.rows_read} rows rejected ({plan.rejected_share:.1%}), over the "
                 f"{spec.rejections.max_share:.1%} allowed; nothing was written"
             )
-        def on_write(written: int) -> None:
-            counts["written"] = written
-            if progress:
-                progress("write", counts)
-
-        written = _write_changes(services, plan, layout, lease, caches, written_preview, on_write, beat)
+        written = _write_changes(services, plan, layout, lease, caches, run_id, counts, written_preview, progress,
+                                 beat)
         removal = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
         counts["removed"] = removal.removed
         counts["kept"] = len(plan.removed_pks) - removal.removed
@@ -221,22 +217,27 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
 
 
 def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout, lease: CollectionLease,
-                   caches: dict[str, RecordCache], preview: list[dict[str, Any]], on_write: Callable[[int], None],
-                   beat: Throttle) -> int:
-    """Write the plan's added and changed records to state and every region; returns how many.
-    A large first sync is written by several processes (see writers.py), anything else by the
-    write pipeline of this process (see pipeline.py)."""
-    state, defaults, run_id = services.state, services.project.spec.defaults, lease.run_id
-    assert run_id is not None
+                   caches: dict[str, RecordCache], run_id: int, counts: dict[str, int], preview: list[dict[str, Any]],
+                   progress: Progress | None, beat: Throttle) -> int:
+    """Write the plan's added and changed records to state and every region; returns how many
+    (`counts["written"]` says it meanwhile). A large first sync is written by several processes
+    (see writers.py), anything else by the write pipeline of this process (see pipeline.py)."""
+    state, defaults = services.state, services.project.spec.defaults
+
+    def wrote(written: int) -> None:
+        counts["written"] = written
+        if progress:
+            progress("write", counts)
+
     workers = defaults.write_workers or default_write_workers()
     if (plan.first_sync and not layout.has_tombstones and workers > 1
             and plan.records_to_write >= defaults.parallel_min_rows):
         job = WriteJob(state.url, {region: cache.servers for region, cache in caches.items()}, layout, run_id,
                        lease.holder, lease.token, lease.ttl, frozenset(plan.rejected_pks), defaults.chunk_size)
 
-        def on_progress(written: int) -> None:
-            state.heartbeat(run_id, {**plan.counts, "written": written})
-            on_write(written)
+        def on_progress(written: int) -> None:  # between two commits: the writers renew the lease
+            wrote(written)
+            state.heartbeat(run_id, counts)
 
         blocks = _previewed(plan.spilled_blocks(), plan.rejected_pks, preview)
         return write_in_processes(blocks, job, workers=workers, on_progress=on_progress)
@@ -246,9 +247,9 @@ def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout,
             pipeline.submit(prepare_changes(chunk, layout, run_id))
             written += len(chunk)
             _add_to_preview(preview, chunk)
+            wrote(written)
             if beat.due():  # each commit renews the lease; the run's progress is recorded between commits
-                pipeline.heartbeat(run_id, {**plan.counts, "written": written})
-            on_write(written)
+                pipeline.heartbeat(run_id, counts)
         pipeline.drain()
     return written
 
