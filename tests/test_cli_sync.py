@@ -6,7 +6,7 @@ import pytest
 
 from orchestration.cli import main
 from orchestration.store.keys import record_key
-from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore
+from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore, prepare_write
 from tests.sync.conftest import SyncHarness, dump_keys, sync_config
 
 COLUMNS = "id integer, name varchar, email varchar"
@@ -130,11 +130,11 @@ def test_rehydrate_after_a_flush_also_replays_pending_journal_work(cli, memcache
     run_id = cli.run("people").run_id
     state = StateStore(cli.project.spec.state.url)
     # a crash after this commit, before the cache heard of it (no cache_written)
-    state.write_chunk(ChunkTarget(run_id, "people", "people", ("people",)), [
+    state.commit_chunk(prepare_write(ChunkTarget(run_id, "people", "people", ("people",)), [
         RecordWrite("1", b'{"id":1,"name":"Ann v2","email":"a@x"}', 0,
                     [IndexKey(record_key("people", "id", "1"), ""),
                      IndexKey(record_key("people", "email", "a@x"), "people")], is_new=False),
-    ])
+    ]))
     memcached.flush()
     assert main(["--config", str(cli.project.path), "rehydrate", "--region", "main"]) == 0
     assert cli.get("people", "email", "a@x")["name"] == "Ann v2"

@@ -10,7 +10,7 @@ Regions a run does not write (left out by `--region`, disabled, or written only 
 of the collection) are owed the keys it changed: the same transaction records them as owed, and
 the next run or rehydrate that covers the region writes them from state.
 
-Each chunk is one operation of the state store (`StateStore.write_chunk` and the like); what it
+Each chunk is one operation of the state store (`StateStore.commit_chunk` and the like); what it
 returns (`CacheWork`) is what every region's cache must then do.
 """
 
@@ -62,44 +62,21 @@ class CollectionLayout:
                            owed_regions=self.owed_regions, has_tombstones=self.has_tombstones)
 
 
-def apply_changes(
-    records: Sequence[MappedRecord],
-    layout: CollectionLayout,
-    state: StateStore,
-    caches: Mapping[str, RecordCache],
-    run_id: int,
-    lease: CollectionLease,
-) -> None:
-    """Write added and changed records of one chunk to state, then to every region (holding `lease`)."""
-    write_caches(commit_changes(records, layout, state, run_id, lease), state, caches)
-
-
-def commit_changes(
-    records: Sequence[MappedRecord],
-    layout: CollectionLayout,
-    state: StateStore,
-    run_id: int,
-    lease: CollectionLease,
-) -> CacheWork:
-    """The state half of `apply_changes`: commit the chunk with its journal entry. The caller then
-    does the returned work with `write_caches`, chunks in commit order."""
-    return commit_prepared(prepare_changes(records, layout, run_id), state, lease)
-
-
 def prepare_changes(records: Sequence[MappedRecord], layout: CollectionLayout, run_id: int) -> PreparedWrite:
-    """What `commit_changes` does before it needs the database (see pipeline.py)."""
+    """A chunk's writes made ready to commit, without the database (in a sync, while the previous
+    chunk commits: see pipeline.py)."""
     writes = [RecordWrite(r.pk, r.body, r.row_hash, layout.keys_of(r), r.is_new) for r in records]
     return prepare_write(layout.target(run_id), writes)
 
 
 def commit_prepared(chunk: PreparedWrite, state: StateStore, lease: CollectionLease) -> CacheWork:
-    """Commit a prepared chunk with its journal entry, holding `lease`."""
+    """Commit a prepared chunk with its journal entry, holding `lease`. The caller then does the
+    returned work with `write_caches`, chunks in commit order."""
     return state.commit_chunk(chunk, fence=lease.renew)
 
 
 def write_caches(work: CacheWork, state: StateStore, caches: Mapping[str, RecordCache]) -> None:
-    """The cache half of `apply_changes`: write a committed chunk to every region, then clear its
-    journal entry."""
+    """Write a committed chunk to every region, then clear its journal entry."""
     do_cache_work(caches, work)
     state.cache_written(work)
 

@@ -19,7 +19,7 @@ import orjson
 
 from orchestration.config.specs import FieldType
 from orchestration.store.keys import index_text
-from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected, json_default
+from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected, json_default, record_of
 from orchestration.sync.warehouse import DeltaRow, ModelDelta
 from orchestration.sync.workers import Outcome, mapped_inline, present_rows
 
@@ -126,8 +126,7 @@ class SyncPlan:
 
 def spilled_records(block: bytes, rejected: Collection[str]) -> list[MappedRecord]:
     """The records of one spilled block, minus rows rejected later in the scan."""
-    make = tuple.__new__  # MappedRecord(*fields) without its Python-level constructor: a million times
-    return [make(MappedRecord, fields) for fields in marshal.loads(block) if fields[0] not in rejected]
+    return [record_of(fields) for fields in marshal.loads(block) if fields[0] not in rejected]
 
 
 def records_in_chunks(blocks: Iterable[bytes], rejected: Collection[str], chunk_size: int) -> Iterator[list[MappedRecord]]:

@@ -42,7 +42,7 @@ class WritePipeline:
                  behind: int = CHUNKS_BEHIND):
         self._state, self._caches, self._lease, self._behind = state, caches, lease, behind
         self._pending: deque[Future] = deque()
-        self._failed = threading.Event()
+        self._stopped = threading.Event()  # a stage failed, or the pipeline was closed
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="larder-state-writer")
         self._cache_writer = ThreadPoolExecutor(1, thread_name_prefix="larder-cache-writer")
 
@@ -63,18 +63,18 @@ class WritePipeline:
 
     def close(self) -> None:
         """Stop (after a failure: chunks not written yet keep their journal entries, for the next run)."""
-        self._failed.set()
+        self._stopped.set()
         self._committer.shutdown(wait=True, cancel_futures=True)
         self._cache_writer.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
 
     def _commit(self, chunk: PreparedWrite) -> CacheWork:
-        if self._failed.is_set():
+        if self._stopped.is_set():
             raise PipelineStopped("not committed: an earlier chunk failed")
         try:
             return commit_prepared(chunk, self._state, self._lease)
         except BaseException:
-            self._failed.set()
+            self._stopped.set()
             raise
 
     def _write(self, committed: Future) -> None:
@@ -82,7 +82,7 @@ class WritePipeline:
         try:
             write_caches(work, self._state, self._caches)
         except BaseException:
-            self._failed.set()
+            self._stopped.set()
             raise
 
     def __enter__(self) -> WritePipeline:

@@ -15,23 +15,17 @@ dies (killed, out of memory) fails it too, never a hang.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection, wait
-from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
+from orchestration.sync.processes import WAIT_SECONDS, process_context, stop_processes
 from orchestration.sync.warehouse import DeltaRow, ModelDelta
-
-# How long the scan waits for a chunk before it reports progress anyway (its heartbeat keeps the lease).
-WAIT_SECONDS = 1.0
-# How long a stopped worker has to exit, after SIGTERM, then after SIGKILL.
-STOP_SECONDS = 5.0
 
 Outcome = MappedRecord | RowRejected  # a row's record, or why it has none
 Chunk = TypeVar("Chunk")
@@ -135,34 +129,6 @@ def _died(process: BaseProcess) -> str:
     process.join(timeout=WAIT_SECONDS)
     return (f"mapping worker {process.name} died (exit code {process.exitcode}: killed, or out of memory?) "
             f"before it had read its part of the model")
-
-
-def stop_processes(started: Mapping[Connection, BaseProcess]) -> None:
-    """Stop every process and close its pipe, however it is stuck: nothing of a worker is needed
-    once its job ends (it failed elsewhere, or a worker is still blocked sending). Never an
-    unbounded wait."""
-    for process in started.values():
-        if process.is_alive():
-            process.terminate()
-    for receiver, process in started.items():
-        process.join(timeout=STOP_SECONDS)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=STOP_SECONDS)
-        receiver.close()
-
-
-def process_context() -> BaseContext:
-    """Processes forked from a fork server: a process of its own that imported the sync's code and
-    runs no thread. Forking the sync's own process instead would copy it mid-flight: the locks its
-    other threads hold (cache writes, the lease heartbeat, Dagster's own), and DuckDB's state, held
-    forever in the copy, where a worker could wait on them for good. Spawn where there is no fork."""
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" not in methods:
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__, "orchestration.sync.writers"])
-    return context
 
 
 def _work(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, hashed: bool, sender: Connection) -> None:

@@ -28,10 +28,10 @@ from typing import Any
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import StateStore
 from orchestration.sync.apply import CollectionLayout, commit_prepared, do_cache_work, prepare_changes
-from orchestration.sync.diff import spilled_records
+from orchestration.sync.diff import records_in_chunks
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
-from orchestration.sync.workers import WAIT_SECONDS, process_context, stop_processes
+from orchestration.sync.processes import WAIT_SECONDS, process_context, stop_processes
 
 # How often the sync hears how many records the writers wrote (and records it in the run).
 PROGRESS_SECONDS = 1.0
@@ -130,20 +130,22 @@ def _write_share(job: WriteJob, turn: Any, conn: Connection) -> None:
     caches = {region: RecordCache(servers) for region, servers in job.servers.items()}
     lease = CollectionLease.held(state, job.layout.spec.collection, job.lease_holder, job.lease_token,
                                  run_id=job.run_id, ttl=job.lease_ttl)
-    try:
-        pending: list[MappedRecord] = []
-        written = 0
+    written = 0  # records written since the writer last asked for a block
+
+    def asked_blocks() -> Iterator[bytes]:
+        nonlocal written
         while True:
             conn.send((_WANT, written))
-            block = conn.recv_bytes()
-            if not block:
-                break
-            pending += spilled_records(block, job.rejected)
             written = 0
-            while len(pending) >= job.chunk_size:
-                written += _write_chunk(pending[: job.chunk_size], job, state, caches, lease, turn)
-                del pending[: job.chunk_size]
-        conn.send((_DONE, _write_chunk(pending, job, state, caches, lease, turn) if pending else 0))
+            block = conn.recv_bytes()
+            if not block:  # there is no more
+                return
+            yield block
+
+    try:
+        for chunk in records_in_chunks(asked_blocks(), job.rejected, job.chunk_size):
+            written += _write_chunk(chunk, job, state, caches, lease, turn)
+        conn.send((_DONE, written))
     except BaseException as error:  # sent as text: any exception, even one that does not pickle
         conn.send((_FAILED, f"{str(error) or type(error).__name__} (in writer process {os.getpid()})"))
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore
+from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore, prepare_write
 from orchestration.store.state.records import IndexEntry, Records
 
 # record_indices as the first versions created it: a rowid table with an index on sync_name.
@@ -75,12 +75,12 @@ def test_a_chunk_write_says_what_the_caches_must_do_and_owes_it_to_the_regions_l
     state = StateStore(state_url)
     state.create_all()
     people = ChunkTarget(1, "people", "people", ("people",), owed_regions=("eu",))
-    first = state.write_chunk(people, [_person("1", "a@x", is_new=True), _person("2", "b@x", is_new=True)])
+    first = state.commit_chunk(prepare_write(people, [_person("1", "a@x", is_new=True), _person("2", "b@x", is_new=True)]))
     assert first.stale_keys == [] and first.pks == ["1", "2"]
     assert set(first.values) == {"L1:people:id:=1", "L1:people:email:=a@x", "L1:people:id:=2", "L1:people:email:=b@x"}
     assert [entry.id for entry in state.pending_journal()] == [first.journal_id]
 
-    changed = state.write_chunk(people, [_person("1", "a2@x", is_new=False)])
+    changed = state.commit_chunk(prepare_write(people, [_person("1", "a2@x", is_new=False)]))
     assert changed.stale_keys == ["L1:people:email:=a@x"]  # the old index value leaves the cache
     assert set(changed.values) == {"L1:people:id:=1", "L1:people:email:=a2@x"}
     assert state.resolve("L1:people:email:=a@x") is None and state.resolve("L1:people:email:=a2@x") == ("people", "1")

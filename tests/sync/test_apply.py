@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestration.store.keys import record_key
-from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, RunStatus, StateStore
+from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, RunStatus, StateStore, prepare_write
 from orchestration.store.state.journal import Journal
 from orchestration.sync import Services
 from orchestration.sync.apply import settle_collection
@@ -233,10 +233,10 @@ def test_journal_left_by_a_crash_is_replayed_by_the_next_run(harness):
     harness.cache().set_many(before)
     state = StateStore(harness.project.spec.state.url)
     # ... committed with its journal entry (the same write again) and no cache_written: the entry stays.
-    state.write_chunk(ChunkTarget(run_id, "people", "people", ("people",)), [
+    state.commit_chunk(prepare_write(ChunkTarget(run_id, "people", "people", ("people",)), [
         RecordWrite("1", state.sync_fields_of("people", ["1"])["1"], state.snapshot("people")["1"],
                     [IndexKey(keys[0], ""), IndexKey(keys[1], "people")], is_new=False),
-    ])
+    ]))
     assert harness.get("people", "id", 1)["name"] == "Ann"
 
     report = harness.run("people")

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from orchestration.store.state import ChunkTarget, Lease, RecordWrite, StateStore
+from orchestration.store.state import ChunkTarget, Lease, RecordWrite, StateStore, prepare_write
 from orchestration.sync import Services, SyncFailed, rehydrate_region
 from orchestration.sync.lease import CollectionLease, LeaseLost
 from tests.sync.conftest import sync_config
@@ -244,8 +244,8 @@ def test_a_holder_whose_lease_expired_and_was_taken_cannot_renew_or_commit(state
     with pytest.raises(LeaseLost, match="stalled lost its lease on collection 'customers'"):
         stalled.renew()
     with pytest.raises(LeaseLost):  # the renewal fences the chunk's writes
-        state.write_chunk(ChunkTarget(1, "profiles", "customers", ("profiles",)),
-                          [RecordWrite("1", b"{}", 0, [], is_new=True)], fence=stalled.renew)
+        state.commit_chunk(prepare_write(ChunkTarget(1, "profiles", "customers", ("profiles",)),
+                                         [RecordWrite("1", b"{}", 0, [], is_new=True)]), fence=stalled.renew)
     assert state.snapshot("profiles") == {}
     taker.renew()
     state.dispose()

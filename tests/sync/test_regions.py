@@ -10,7 +10,7 @@ import pytest
 
 from orchestration.cli import main
 from orchestration.store.keys import record_key
-from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore
+from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore, prepare_write
 from tests.sync.conftest import SyncHarness, sync_config
 
 COLUMNS = "id integer, name varchar, email varchar"
@@ -143,11 +143,11 @@ def test_crashed_work_replayed_by_a_limited_run_is_written_only_to_its_regions(r
     run_id = regions.run("people").run_id
     state = StateStore(regions.project.spec.state.url)
     # a run of both regions that died after this commit, before any cache write (no cache_written)
-    state.write_chunk(ChunkTarget(run_id, "people", "people", ("people",)), [
+    state.commit_chunk(prepare_write(ChunkTarget(run_id, "people", "people", ("people",)), [
         RecordWrite("1", b'{"id":1,"name":"Ann v2","email":"1@x"}', 0,
                     [IndexKey(record_key("people", "id", "1"), ""),
                      IndexKey(record_key("people", "email", "1@x"), "people")], is_new=False),
-    ])
+    ]))
 
     regions.run("people", regions=["us"])
     assert regions.get("people", "id", 1, region="us") == person(1, "Ann")  # replayed, then the model wins

@@ -79,8 +79,8 @@ __all__ = [
     "UnknownApiKey",
     "hash_secret",
     "make_engine",
-    "prepare_write",
     "merge_fields",
+    "prepare_write",
     "secret_matches",
     "split_secret",
 ]
@@ -174,13 +174,9 @@ class StateStore:
 
     # --- a sync's chunks: each one transaction, returning the cache work to do -------------------
 
-    def write_chunk(self, target: ChunkTarget, records: Sequence[RecordWrite], *,
-                    fence: Fence | None = None) -> CacheWork:
-        """Write added and changed records of one chunk (see `chunks.Chunks.write`)."""
-        return self.commit_chunk(prepare_write(target, records), fence=fence)
-
     def commit_chunk(self, chunk: PreparedWrite, *, fence: Fence | None = None) -> CacheWork:
-        """`write_chunk` of a chunk prepared beforehand (`chunks.prepare_write`, which needs no database)."""
+        """Write added and changed records of one chunk, prepared by `prepare_write` (which needs no
+        database): see `chunks.Chunks.write`."""
         return self._chunks.write(chunk, fence=fence)
 
     def delete_chunk(self, target: ChunkTarget, pks: Sequence[str], *, fence: Fence | None = None) -> CacheWork:
