@@ -26,6 +26,10 @@ from orchestration.sync.workers import Outcome, mapped_inline, present_rows
 SPILL_IN_MEMORY_BYTES = 64 * 1024 * 1024
 SPILL_BATCH = 2_000  # records per spilled block
 SPILL_HEADER = struct.Struct("<Q")  # a block's byte length
+# A chunk of a scan done by worker processes that keep the records (see shares.py): how many records
+# they kept that the scan need not see, and the rows it must see (rejected, or sharing an index
+# value) with the outcome of each one still in the model.
+ScannedChunk = tuple[int, list[DeltaRow], list[Outcome]]
 
 
 @dataclass
@@ -63,6 +67,8 @@ class SyncPlan:
     # the second one came): `fill_sample_rows` finds them after the scan.
     samples_missing_rows: dict[str, list[int]] = field(default_factory=dict)
     first_sync: bool = False  # the sync had no snapshot: every record it writes is new to it
+    # The worker processes that hold the records to write, when they scanned (shares.ShareWorkers).
+    shares: Any = None
     _spill: Any = None
     _spilled: int = 0
     _pending: list[tuple] = field(default_factory=list)
@@ -102,6 +108,9 @@ class SyncPlan:
             yield self._spill.read(SPILL_HEADER.unpack(header)[0])
 
     def close(self) -> None:
+        if self.shares is not None:
+            self.shares.close()
+            self.shares = None
         if self._spill is not None:
             self._spill.close()
             self._spill = None
@@ -227,6 +236,33 @@ def plan_delta(
     return scan.plan
 
 
+def plan_scanned(
+    scanned: Iterable[ScannedChunk],
+    mapper: RecordMapper,
+    *,
+    max_samples: int = 20,
+    progress: Callable[[dict[str, int]], None] | None = None,
+) -> SyncPlan:
+    """The plan of a first sync whose rows worker processes mapped and kept (see shares.py): the
+    plan `plan_delta` would make, from the rows it must see; the others are counted as added. It
+    spills nothing: the workers write what they kept, but the pks it rejects."""
+    scan = _Scan(mapper, {}, full_resync=False, max_samples=max_samples, keeps=False)
+    for unseen, rows, outcomes in scanned:
+        scan.plan.rows_read += unseen
+        scan.plan.records[Verdict.ADDED] += unseen
+        row_outcomes = iter(outcomes)
+        for row, pk, fingerprint, _previous, shared in rows:
+            if row is None:
+                scan.plan.removed_pks.append(pk)
+                continue
+            record = scan.count(row, next(row_outcomes))
+            if record is not None:
+                scan.admit(record, row, None, fingerprint, tracked=shared, same_body=False)
+        if progress is not None:
+            progress(scan.plan.counts)
+    return scan.plan
+
+
 def _whole(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return chunk
 
@@ -235,8 +271,10 @@ class _Scan:
     """One scan's bookkeeping. `seen` maps tracked pks to how they were counted (Verdict); in
     plan_sync it is the snapshot itself, so its other values are the previous hashes."""
 
-    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int):
+    def __init__(self, mapper: RecordMapper, seen: dict[str, Any], *, full_resync: bool, max_samples: int,
+                 keeps: bool = True):
         self.plan = SyncPlan()
+        self.keeps = keeps  # False: the records to write are kept elsewhere (by the workers that mapped them)
         self.mapper = mapper
         self.seen = seen
         self.full_resync = full_resync
@@ -283,7 +321,7 @@ class _Scan:
             self.reject_first_sighting(other, f"duplicate {name} value {value!r} (also on {pk!r})")
             return
         plan.records[seen] += 1
-        if seen is not Verdict.UNCHANGED:
+        if seen is not Verdict.UNCHANGED and self.keeps:
             plan.keep_to_write(record, seen is Verdict.ADDED, row_hash)
 
     def reject(self, reason: str, pk: str | None, row: dict[str, Any] | None) -> None:

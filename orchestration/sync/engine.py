@@ -5,12 +5,10 @@ Plain Python: the Dagster assets, the CLI and the tests all call these.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +18,12 @@ from orchestration.config.load import Project
 from orchestration.store.cache import RecordCache
 from orchestration.store.state import RunStatus, StateStore
 from orchestration.sync.apply import CollectionLayout, apply_removals, prepare_changes, settle_collection
-from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_sync, spilled_records
+from orchestration.sync.diff import SyncPlan, fill_sample_rows, plan_delta, plan_scanned, plan_sync, spilled_records
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord, RecordMapper
 from orchestration.sync.pipeline import WritePipeline
+from orchestration.sync.processes import rare_collections
+from orchestration.sync.shares import ShareWorkers
 from orchestration.sync.warehouse import Warehouse
 from orchestration.sync.workers import SplittableDelta, default_workers, mapped_in_workers
 from orchestration.sync.writers import WriteJob, default_write_workers, write_in_processes
@@ -32,8 +32,6 @@ from orchestration.sync.writers import WriteJob, default_write_workers, write_in
 ABANDONED_AFTER_SECONDS = 300
 # How many written records a report keeps, so the run's page can show what it wrote.
 WRITTEN_PREVIEW_RECORDS = 20
-# Cyclic GC thresholds while a run is going (see _rare_collections).
-RUN_GC_THRESHOLDS = (100_000, 50, 1_000)
 # How often a run records its progress and renews its lease while it reads or writes: far below
 # the lease's time to live, and rare enough that these small commits cost nothing.
 HEARTBEAT_SECONDS = 1.0
@@ -127,7 +125,7 @@ def run_sync(
 
     Raises SyncFailed (with the report) when the run fails; the run is recorded either way.
     """
-    with _rare_collections():
+    with rare_collections():
         return _run_sync(services, sync_name, full_resync=full_resync, regions=regions, origin=origin,
                          progress=progress)
 
@@ -185,7 +183,8 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
             if progress:
                 progress("scan", counts)
 
-        plan = _plan(services, sql, mapper, full_resync=full_resync, progress=on_scan)
+        job = _write_job(services, layout, lease, caches, run_id)
+        plan = _plan(services, sql, mapper, full_resync=full_resync, progress=on_scan, job=job)
         counts.update(plan.counts)
         counts["caught_up"] = caught_up
         if plan.samples_missing_rows:
@@ -220,8 +219,9 @@ def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout,
                    caches: dict[str, RecordCache], run_id: int, counts: dict[str, int], preview: list[dict[str, Any]],
                    progress: Progress | None, beat: Throttle) -> int:
     """Write the plan's added and changed records to state and every region; returns how many
-    (`counts["written"]` says it meanwhile). A large first sync is written by several processes
-    (see writers.py), anything else by the write pipeline of this process (see pipeline.py)."""
+    (`counts["written"]` says it meanwhile). A large first sync is written by several processes:
+    those that scanned it (see shares.py), or writers given the plan's records (see writers.py);
+    anything else by the write pipeline of this process (see pipeline.py)."""
     state, defaults = services.state, services.project.spec.defaults
 
     def wrote(written: int) -> None:
@@ -229,18 +229,18 @@ def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout,
         if progress:
             progress("write", counts)
 
-    workers = defaults.write_workers or default_write_workers()
-    if (plan.first_sync and not layout.has_tombstones and workers > 1
-            and plan.records_to_write >= defaults.parallel_min_rows):
-        job = WriteJob(state.url, {region: cache.servers for region, cache in caches.items()}, layout, run_id,
-                       lease.holder, lease.token, lease.ttl, frozenset(plan.rejected_pks), defaults.chunk_size)
+    def on_progress(written: int) -> None:  # between two commits: the writers renew the lease
+        wrote(written)
+        state.heartbeat(run_id, counts)
 
-        def on_progress(written: int) -> None:  # between two commits: the writers renew the lease
-            wrote(written)
-            state.heartbeat(run_id, counts)
-
-        blocks = _previewed(plan.spilled_blocks(), plan.rejected_pks, preview)
-        return write_in_processes(blocks, job, workers=workers, on_progress=on_progress)
+    rejected = frozenset(plan.rejected_pks)
+    if plan.shares is not None:
+        _add_to_preview(preview, [record for record in plan.shares.preview if record.pk not in rejected])
+        return plan.shares.write(rejected, on_progress)
+    job = _write_job(services, layout, lease, caches, run_id)
+    if job is not None and plan.first_sync and plan.records_to_write >= defaults.parallel_min_rows:
+        blocks = _previewed(plan.spilled_blocks(), rejected, preview)
+        return write_in_processes(blocks, job, rejected, workers=_write_workers(services), on_progress=on_progress)
     written = 0
     with WritePipeline(state, caches, lease) as pipeline:  # prepare, commit and cache writes overlap
         for chunk in plan.changed_records(defaults.chunk_size):
@@ -254,6 +254,21 @@ def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout,
     return written
 
 
+def _write_workers(services: Services) -> int:
+    return services.project.spec.defaults.write_workers or default_write_workers()
+
+
+def _write_job(services: Services, layout: CollectionLayout, lease: CollectionLease, caches: dict[str, RecordCache],
+               run_id: int) -> WriteJob | None:
+    """What writer processes need to write this run's records, or None when they may not: a single
+    write worker, or a sync with tombstones (a record it writes may lift one, which no chunk
+    written apart from the others may do)."""
+    if layout.has_tombstones or _write_workers(services) < 2:
+        return None
+    return WriteJob(services.state.url, {region: cache.servers for region, cache in caches.items()}, layout, run_id,
+                    lease.holder, lease.token, lease.ttl, services.project.spec.defaults.chunk_size)
+
+
 def _previewed(blocks: Iterator[bytes], rejected: Collection[str], preview: list[dict[str, Any]]) -> Iterator[bytes]:
     """The blocks, with the first records they hold added to `preview` on the way."""
     for block in blocks:
@@ -265,21 +280,6 @@ def _previewed(blocks: Iterator[bytes], rejected: Collection[str], preview: list
 def _add_to_preview(preview: list[dict[str, Any]], records: Sequence[MappedRecord]) -> None:
     for record in records[: WRITTEN_PREVIEW_RECORDS - len(preview)]:
         preview.append(orjson.loads(record.body))
-
-
-@contextmanager
-def _rare_collections():
-    """Run the cyclic garbage collector rarely. A sync allocates millions of short-lived objects
-    and keeps a chunk of rows alive at a time: at the default thresholds the collector runs every
-    700 allocations, promotes those rows and keeps triggering full collections over every object
-    of the process (a seventh of a full sync's time). Reference counting still frees what is not
-    cyclic at once; the previous thresholds come back when the run ends."""
-    previous = gc.get_threshold()
-    gc.set_threshold(*RUN_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*previous)
 
 
 def _acquire_for_run(services: Services, lease: CollectionLease, counts: dict[str, int], progress: Progress | None) -> None:
@@ -317,28 +317,41 @@ def _catch_up(services: Services, lease: CollectionLease, regions: Sequence[str]
     return settled
 
 
-def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress) -> SyncPlan:
+def _plan(services: Services, sql: str, mapper: RecordMapper, *, full_resync: bool, progress,
+          job: WriteJob | None) -> SyncPlan:
     """Diff the model against the snapshot: inside the warehouse when it can (only rows that
     changed are then mapped), else by mapping every row in Python. When every row of a large
-    model is to be mapped, worker processes read and map it (see workers.py)."""
+    model is to be mapped, worker processes read and map it: for a first sync, they also keep
+    the records and write them later (`job`, see shares.py), else they send them here (workers.py)."""
     snapshot, first_sync = _peek_empty(services.state.iter_snapshot(mapper.spec.name))
-    plan = _planned(services, sql, mapper, snapshot, first_sync, full_resync=full_resync, progress=progress)
+    plan = _planned(services, sql, mapper, snapshot, first_sync, full_resync=full_resync, progress=progress, job=job)
     plan.first_sync = first_sync
     return plan
 
 
 def _planned(services: Services, sql: str, mapper: RecordMapper, snapshot: Iterator[list], first_sync: bool, *,
-             full_resync: bool, progress) -> SyncPlan:
+             full_resync: bool, progress, job: WriteJob | None) -> SyncPlan:
     spec, warehouse, state = mapper.spec, services.warehouse, services.state
     defaults = services.project.spec.defaults
     options = {"full_resync": full_resync, "max_samples": spec.rejections.samples, "progress": progress}
     delta = warehouse.delta(sql, mapper, snapshot=snapshot, rewrite_all=full_resync, chunk_size=defaults.chunk_size)
     if delta is None:
         return plan_sync(warehouse.iter_chunks(sql, defaults.chunk_size), mapper, state.snapshot(spec.name), **options)
+    def large() -> bool:  # (a count of the model: asked only when every row is to be mapped)
+        return isinstance(delta, SplittableDelta) and warehouse.count(sql) >= defaults.parallel_min_rows
+
+    if job is not None and first_sync and large():
+        shares = ShareWorkers(delta, mapper, job, workers=_write_workers(services)).start()
+        try:
+            plan = plan_scanned(shares.scanned(), mapper, max_samples=spec.rejections.samples, progress=progress)
+        except BaseException:
+            shares.close()
+            raise
+        plan.shares = shares
+        return plan
     previous_bodies = lambda pks: state.sync_fields_of(spec.name, pks)  # noqa: E731
     workers = defaults.sync_workers or default_workers()
-    if (workers > 1 and isinstance(delta, SplittableDelta) and (first_sync or full_resync)
-            and warehouse.count(sql) >= defaults.parallel_min_rows):
+    if workers > 1 and (first_sync or full_resync) and large():
         with mapped_in_workers(delta, mapper, workers=workers, hashed=False) as mapped:
             return plan_delta(delta, mapper, previous_bodies=previous_bodies, mapped=mapped, **options)
     return plan_delta(delta, mapper, previous_bodies=previous_bodies, **options)
@@ -372,7 +385,7 @@ def rehydrate_region(services: Services, region: str, *, progress: Progress | No
     state.create_all()
     totals = {"records": 0, "keys": 0}
     collections = set(state.collections_with_records()) | state.journal_collections() | state.owed_collections(region)
-    with _rare_collections():
+    with rare_collections():
         for collection in sorted(collections):
             lease = CollectionLease(state, collection, f"rehydrate of region {region!r}")
             lease.acquire(wait_seconds=services.project.spec.defaults.lease_wait_seconds)

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
-from orchestration.sync.processes import WAIT_SECONDS, process_context, stop_processes
+from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, process_context, stop_processes
 from orchestration.sync.warehouse import DeltaRow, ModelDelta
 
 Outcome = MappedRecord | RowRejected  # a row's record, or why it has none
@@ -131,6 +131,7 @@ def _died(process: BaseProcess) -> str:
             f"before it had read its part of the model")
 
 
+@collecting_rarely
 def _work(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, hashed: bool, sender: Connection) -> None:
     """A worker: read the part, map its rows, send each chunk's outcomes and the rows the scan may
     show. Sending blocks while the scan is behind, so a worker holds a chunk or two at most."""

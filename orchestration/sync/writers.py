@@ -31,7 +31,7 @@ from orchestration.sync.apply import CollectionLayout, commit_prepared, do_cache
 from orchestration.sync.diff import records_in_chunks
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
-from orchestration.sync.processes import WAIT_SECONDS, process_context, stop_processes
+from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, process_context, stop_processes
 
 # How often the sync hears how many records the writers wrote (and records it in the run).
 PROGRESS_SECONDS = 1.0
@@ -55,8 +55,35 @@ class WriteJob:
     lease_holder: str
     lease_token: str
     lease_ttl: float
-    rejected: frozenset[str]  # rows the scan rejected after it had spilled their records
     chunk_size: int
+
+
+class ChunkWriter:
+    """A writer process's own connections (state, every region) and the run's lease: writes chunks
+    of records as the sync's own process would, committing in turns with the other writers."""
+
+    def __init__(self, job: WriteJob, turn: Any):
+        self.job, self.turn = job, turn
+        self.state = StateStore(job.state_url)
+        self.caches = {region: RecordCache(servers) for region, servers in job.servers.items()}
+        self.lease = CollectionLease.held(self.state, job.layout.spec.collection, job.lease_holder, job.lease_token,
+                                          run_id=job.run_id, ttl=job.lease_ttl)
+
+    def write(self, records: list[MappedRecord]) -> int:
+        """State first (with the chunk's journal entry, the lease renewed), then every region, then
+        the entry cleared; returns how many records."""
+        chunk = prepare_changes(records, self.job.layout, self.job.run_id)
+        with self.turn:
+            work = commit_prepared(chunk, self.state, self.lease)
+        do_cache_work(self.caches, work)
+        with self.turn:
+            self.state.cache_written(work)
+        return len(records)
+
+    def close(self) -> None:
+        for cache in self.caches.values():
+            cache.close()
+        self.state.dispose()
 
 
 def default_write_workers() -> int:
@@ -67,18 +94,19 @@ def default_write_workers() -> int:
         return os.cpu_count() or 1
 
 
-def write_in_processes(blocks: Iterator[bytes], job: WriteJob, *, workers: int,
+def write_in_processes(blocks: Iterator[bytes], job: WriteJob, rejected: frozenset[str], *, workers: int,
                        on_progress: Callable[[int], None]) -> int:
-    """Write every record of `blocks` (a plan's spilled blocks) with `workers` processes; returns
-    how many were written. `on_progress` hears the running total about once a second, between two
-    commits (it may write to the state store: the run's heartbeat), and at the end."""
+    """Write every record of `blocks` (a plan's spilled blocks) but those of `rejected` pks (rows the
+    scan rejected after it had spilled their records) with `workers` processes; returns how many.
+    `on_progress` hears the running total about once a second, between two commits (it may write
+    to the state store: the run's heartbeat), and at the end."""
     context = process_context()
     turn = context.Lock()
     started: dict[Connection, BaseProcess] = {}
     try:
         for index in range(workers):
             receiver, sender = context.Pipe()
-            process = context.Process(target=_write_share, args=(job, turn, sender),
+            process = context.Process(target=_write_share, args=(job, rejected, turn, sender),
                                       name=f"larder-writer-{index}", daemon=True)
             process.start()
             sender.close()  # the writer holds the only other end: its death reads as the end of the pipe
@@ -96,7 +124,7 @@ def _serve(blocks: Iterator[bytes], running: dict[Connection, BaseProcess], turn
         for conn in wait(list(running), timeout=WAIT_SECONDS):
             try:
                 kind, payload = conn.recv()
-            except EOFError:
+            except (EOFError, ConnectionResetError):  # (reset: it died with a block of the sync's unread)
                 raise WritingFailed(_died(running[conn])) from None
             if kind == _FAILED:
                 raise WritingFailed(payload)
@@ -108,14 +136,22 @@ def _serve(blocks: Iterator[bytes], running: dict[Connection, BaseProcess], turn
                     conn.send_bytes(next(blocks, b""))  # an empty block: there is no more
                 except (BrokenPipeError, ConnectionResetError):  # it asked, then died
                     raise WritingFailed(_died(running[conn])) from None
-        if time.monotonic() - reported >= PROGRESS_SECONDS and turn.acquire(block=False):
-            try:  # only between two commits: the writers never wait for the sync's own writes
-                on_progress(written)
-            finally:
-                turn.release()
+        if time.monotonic() - reported >= PROGRESS_SECONDS and report_between_commits(turn, on_progress, written):
             reported = time.monotonic()
     on_progress(written)
     return written
+
+
+def report_between_commits(turn: Any, on_progress: Callable[[int], None], written: int) -> bool:
+    """Call `on_progress` if no writer is committing now (it may write to the state store: the
+    writers never wait for the sync's own writes); whether it was called."""
+    if not turn.acquire(block=False):
+        return False
+    try:
+        on_progress(written)
+    finally:
+        turn.release()
+    return True
 
 
 def _died(process: BaseProcess) -> str:
@@ -124,12 +160,9 @@ def _died(process: BaseProcess) -> str:
             f"while writing its share of the sync; the next run settles what it committed")
 
 
-def _write_share(job: WriteJob, turn: Any, conn: Connection) -> None:
+@collecting_rarely
+def _write_share(job: WriteJob, rejected: frozenset[str], turn: Any, conn: Connection) -> None:
     """A writer: ask for blocks, write them in chunks, say how many records each request wrote."""
-    state = StateStore(job.state_url)
-    caches = {region: RecordCache(servers) for region, servers in job.servers.items()}
-    lease = CollectionLease.held(state, job.layout.spec.collection, job.lease_holder, job.lease_token,
-                                 run_id=job.run_id, ttl=job.lease_ttl)
     written = 0  # records written since the writer last asked for a block
 
     def asked_blocks() -> Iterator[bytes]:
@@ -142,23 +175,15 @@ def _write_share(job: WriteJob, turn: Any, conn: Connection) -> None:
                 return
             yield block
 
+    writer = None
     try:
-        for chunk in records_in_chunks(asked_blocks(), job.rejected, job.chunk_size):
-            written += _write_chunk(chunk, job, state, caches, lease, turn)
+        writer = ChunkWriter(job, turn)
+        for chunk in records_in_chunks(asked_blocks(), rejected, job.chunk_size):
+            written += writer.write(chunk)
         conn.send((_DONE, written))
     except BaseException as error:  # sent as text: any exception, even one that does not pickle
         conn.send((_FAILED, f"{str(error) or type(error).__name__} (in writer process {os.getpid()})"))
     finally:
-        state.dispose()
+        if writer is not None:
+            writer.close()
         conn.close()
-
-
-def _write_chunk(records: list[MappedRecord], job: WriteJob, state: StateStore, caches: Mapping[str, RecordCache],
-                 lease: CollectionLease, turn: Any) -> int:
-    chunk = prepare_changes(records, job.layout, job.run_id)
-    with turn:
-        work = commit_prepared(chunk, state, lease)
-    do_cache_work(caches, work)
-    with turn:
-        state.cache_written(work)
-    return len(records)

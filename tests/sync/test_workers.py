@@ -2,6 +2,8 @@
 
 Each case syncs the same DuckDB model twice, into two collections: once in the sync's own process
 (`sync_workers: 1`), once with two workers (a threshold of 100 rows forces them on a few thousand).
+Writer processes are kept out (`write_workers: 1`), but in the cases of a first sync in shares
+(workers that map and also write, see shares.py), checked here on the same rows.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from tests.sync.conftest import record_workers, sync_config
 
 N = 3_000
 COLUMNS = "id integer, name varchar, email varchar, score varchar"
-PARALLEL = {"sync_workers": 2, "parallel_min_rows": 100, "chunk_size": 200}
-ONE_PROCESS = {"sync_workers": 1, "chunk_size": 200}
+PARALLEL = {"sync_workers": 2, "write_workers": 1, "parallel_min_rows": 100, "chunk_size": 200}
+ONE_PROCESS = {"sync_workers": 1, "write_workers": 1, "chunk_size": 200}
+IN_SHARES = {"sync_workers": 1, "write_workers": 2, "parallel_min_rows": 100, "chunk_size": 200}
 
 
 def row(i: int, version: int = 1) -> tuple:
@@ -88,6 +91,31 @@ def test_a_first_sync_mapped_by_workers_writes_what_one_process_writes(harness, 
     assert harness.get("parallel", "id", 5) == {"id": 5, "name": "Person 5 v1", "email": "5@x", "score": 5,
                                                "greeting": "Hi PERSON 5 V1"}
     assert_same_results(harness, single, parallel, range(N))
+
+
+def test_a_first_sync_in_shares_maps_rejects_and_writes_what_one_process_does(harness, monkeypatch):
+    in_shares = record_workers(monkeypatch, engine, "ShareWorkers")
+    harness.table("people", COLUMNS, [row(i) for i in range(N)])
+    harness.configure(people("single"), people("parallel"), extra={"defaults": ONE_PROCESS})
+    single = harness.run("single")
+    harness.configure(people("single"), people("parallel"), extra={"defaults": IN_SHARES})
+    parallel = harness.run("parallel")
+    assert in_shares == [2]
+    assert parallel.counts["added"] > 2_800 and parallel.counts["rejected"] > 40
+    assert_same_results(harness, single, parallel, range(N))
+
+
+def test_an_error_in_a_share_worker_fails_the_run_with_its_message_and_writes_nothing(harness, monkeypatch):
+    in_shares = record_workers(monkeypatch, engine, "ShareWorkers")
+    harness.table("people", COLUMNS, [row(i) for i in range(N)])
+    failing = people("parallel")
+    failing["model"] = {"sql": "select id, name, email, case when id = 2500 then error('model exploded on row 2500') "
+                               "else score end as score from people"}
+    harness.configure(failing, extra={"defaults": IN_SHARES})
+    with pytest.raises(SyncFailed, match=r"model exploded on row 2500.*\(in worker process \d+\)"):
+        harness.run("parallel")
+    assert in_shares == [2]
+    assert harness.get("parallel", "id", 5) is None
 
 
 def test_a_full_resync_by_workers_counts_changes_and_removals_as_one_process_does(harness, used_workers):
