@@ -16,8 +16,9 @@ from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import RecordMapper
 from orchestration.sync.warehouse import Warehouse, WarehouseError
 from orchestration.sync.warehouse.pushdown import KeyedDelta
-from tests.sync.conftest import FETCHES, fetching, sync_config
-from tests.sync.warehouse_dbs import PostgresDb
+from orchestration.sync.workers import SplittableDelta
+from tests.sync.conftest import FETCHES, fetching, make_warehouse_db, sync_config
+from tests.sync.warehouse_dbs import MariaDb, PostgresDb, WarehouseDb
 
 VALUE_COLUMNS = [
     ("id", "integer"), ("name", "text"), ("amount", "decimal"), ("whole", "decimal"), ("ratio", "double"),
@@ -178,13 +179,19 @@ class Deltas:
         self.warehouse, self.mapper = warehouse, mapper
         self.snapshot: dict[str, int] = {}
 
-    def run(self, *, rewrite_all: bool = False, keep: bool = True, sql: str = MODEL) -> dict:
+    def run(self, *, rewrite_all: bool = False, keep: bool = True, sql: str = MODEL, parts: int = 0) -> dict:
+        """What the delta yields; read in `parts` (each part read here, one after the other) if given."""
         delta = self.warehouse.delta(sql, self.mapper, snapshot=iter([list(self.snapshot.items())]),
                                      rewrite_all=rewrite_all, chunk_size=3)
         assert delta is not None, "the warehouse must diff these keys itself"
+        if parts:
+            with delta.split(parts) as split:
+                chunks = [chunk for part in split for chunk in part]
+        else:
+            chunks = delta
         found = {"new": set(), "changed": set(), "gone": set(), "shared": set(), "null": 0}
         fingerprints = {}
-        for chunk in delta:
+        for chunk in chunks:
             for row in chunk:
                 if row.row is None:
                     found["gone"].add(row.pk)
@@ -211,32 +218,93 @@ def nothing(**found) -> dict:
 KEYS = ["1", "2", "a", "A", " a", "a ", "%s", "é", "x'y", 'q"q', "new\nline", "a,b", "\\N"]  # all distinct keys
 
 
+SPLITS = ("duckdb", "postgres")  # warehouses whose delta worker processes read in parts
+
+
+@pytest.fixture(params=SPLITS)
+def split_db(request) -> WarehouseDb:
+    return make_warehouse_db(request, request.param)
+
+
+@pytest.fixture
+def split_warehouse(split_db):
+    warehouse = Warehouse(split_db.url)
+    yield warehouse
+    warehouse.dispose()
+
+
 @pytest.mark.parametrize("fetch", sorted(FETCHES))
 def test_delta_finds_new_changed_gone_and_nothing_else(warehouse_db, warehouse, fetch):
-    rows = [(pk, f"name {pk}", f"{pk}@x", "n") for pk in KEYS]
-    warehouse_db.create("people", PEOPLE, rows)
-    deltas = Deltas(warehouse, people_mapper())
     with fetching(fetch):
-        assert deltas.run() == nothing(new=set(KEYS))
-        assert deltas.run() == nothing()
-        changed = [(pk, f"name {pk}!" if pk in ("a", " a") else name, email, "other note")  # note: not mapped
-                   for pk, name, email, _ in rows if pk != "2"] + [("3", "new", "3@x", "n")]
-        warehouse_db.create("people", PEOPLE, changed)
-        assert deltas.run() == nothing(new={"3"}, changed={"a", " a"}, gone={"2"})
-        assert deltas.run() == nothing()
-        assert deltas.run(rewrite_all=True, keep=False) == nothing(changed=set(KEYS) - {"2"} | {"3"})
+        _finds_new_changed_gone(warehouse_db, warehouse, parts=0)
+
+
+def test_a_delta_read_in_parts_finds_new_changed_gone_and_nothing_else(split_db, split_warehouse):
+    _finds_new_changed_gone(split_db, split_warehouse, parts=3)
+
+
+def _finds_new_changed_gone(db, warehouse, *, parts: int) -> None:
+    rows = [(pk, f"name {pk}", f"{pk}@x", "n") for pk in KEYS]
+    db.create("people", PEOPLE, rows)
+    deltas = Deltas(warehouse, people_mapper())
+    assert deltas.run(parts=parts) == nothing(new=set(KEYS))
+    assert deltas.run(parts=parts) == nothing()
+    changed = [(pk, f"name {pk}!" if pk in ("a", " a") else name, email, "other note")  # note: not mapped
+               for pk, name, email, _ in rows if pk != "2"] + [("3", "new", "3@x", "n")]
+    db.create("people", PEOPLE, changed)
+    assert deltas.run(parts=parts) == nothing(new={"3"}, changed={"a", " a"}, gone={"2"})
+    assert deltas.run(parts=parts) == nothing()
+    assert deltas.run(rewrite_all=True, keep=False, parts=parts) == nothing(changed=set(KEYS) - {"2"} | {"3"})
 
 
 @pytest.mark.parametrize("fetch", sorted(FETCHES))
 def test_delta_yields_rows_sharing_an_index_value_and_rows_without_a_key(warehouse_db, warehouse, fetch):
-    warehouse_db.create("people", PEOPLE, [("1", "a", "same@x", ""), ("2", "b", "same@x", ""), ("3", "c", "c@x", ""),
-                                           ("4", "d", "d@x", ""), ("4", "d2", "d2@x", ""), (None, "e", "e@x", ""),
-                                           ("", "f", "f@x", "")])
-    deltas = Deltas(warehouse, people_mapper())
     with fetching(fetch):
-        assert deltas.run() == nothing(new={"3"}, shared={"1", "2", "4"}, null=2)
-        # Unchanged, but still sharing: yielded again, so the sync can reject them again.
-        assert deltas.run() == nothing(shared={"1", "2", "4"}, null=2)
+        _yields_sharing_and_keyless_rows(warehouse_db, warehouse, parts=0)
+
+
+def test_a_delta_read_in_parts_yields_rows_sharing_an_index_value_and_rows_without_a_key(split_db, split_warehouse):
+    _yields_sharing_and_keyless_rows(split_db, split_warehouse, parts=3)
+
+
+def _yields_sharing_and_keyless_rows(db, warehouse, *, parts: int) -> None:
+    db.create("people", PEOPLE, [("1", "a", "same@x", ""), ("2", "b", "same@x", ""), ("3", "c", "c@x", ""),
+                                 ("4", "d", "d@x", ""), ("4", "d2", "d2@x", ""), (None, "e", "e@x", ""),
+                                 ("", "f", "f@x", "")])
+    deltas = Deltas(warehouse, people_mapper())
+    assert deltas.run(parts=parts) == nothing(new={"3"}, shared={"1", "2", "4"}, null=2)
+    # Unchanged, but still sharing: yielded again, so the sync can reject them again.
+    assert deltas.run(parts=parts) == nothing(shared={"1", "2", "4"}, null=2)
+
+
+def test_a_mariadb_delta_is_read_in_one_pass_only(mariadb_url):
+    """MariaDB cannot share a transaction's view with other connections: its parts could see
+    different states of the model, so its delta does not split."""
+    warehouse = Warehouse(mariadb_url)
+    try:
+        MariaDb(mariadb_url).create("people", PEOPLE, [("1", "a", "a@x", "")])
+        delta = warehouse.delta(MODEL, people_mapper(), snapshot=iter([]), rewrite_all=False, chunk_size=3)
+        assert delta is not None and not isinstance(delta, SplittableDelta)
+    finally:
+        warehouse.dispose()
+
+
+def test_parts_of_a_postgres_delta_read_the_view_its_keys_were_read_in(postgres_url):
+    """Rows changed, added or removed after the keys were fingerprinted are not seen by the parts:
+    each part's fingerprint is that of the row it yields."""
+    db = PostgresDb(postgres_url)
+    db.create("people", PEOPLE, [(str(i), f"name {i}", f"{i}@x", "") for i in range(200)])
+    warehouse = Warehouse(postgres_url)
+    try:
+        delta = warehouse.delta(MODEL, people_mapper(), snapshot=iter([]), rewrite_all=False, chunk_size=50)
+        with delta.split(2) as parts:
+            db.run("update people set name = 'later' where id in ('1', '2')", "delete from people where id = '3'",
+                   "insert into people values ('900', 'new', '900@x', '')")
+            rows = [row for part in parts for chunk in part for row in chunk]
+    finally:
+        warehouse.dispose()
+    assert sorted(row.pk for row in rows) == sorted(str(i) for i in range(200))
+    assert {row.row["name"] for row in rows if row.pk in ("1", "2", "3")} == {"name 1", "name 2", "name 3"}
 
 
 def test_a_changed_column_type_or_mapping_changes_every_fingerprint(warehouse_db, warehouse):

@@ -10,6 +10,12 @@
 
 Everything is read in one transaction that sees one state of the warehouse, so the rows of step 3
 are the rows step 1 fingerprinted (and keep step 1's fingerprints).
+
+A warehouse that can share a transaction's view with other connections (Postgres exports its
+snapshot) can also be read in parts, each from its own process (`SplitKeyedDelta.split`): steps 1
+and 2 run once, into a temporary DuckDB file the parts attach read-only, and each part streams its
+share of the model (split by a hash of the primary key) in a transaction that imports the
+snapshot, so every part sees exactly the state step 1 fingerprinted.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -111,22 +118,23 @@ class KeyedDelta:
         queries = -(-wanted // self._dialect.keys_per_fetch) + (null_keys > 0)
         return wanted + null_keys <= self.by_key_max_share * rows and queries <= self.by_key_max_queries
 
-    def _load(self, connection, duck, spill: str) -> Iterator[list[DeltaRow]]:
+    def _load(self, connection, duck, spill: str, temporary: bool = True) -> Iterator[list[DeltaRow]]:
         """The snapshot into `larder_snapshot`, (k0…kn, fingerprint) of every row into `larder_keys`.
         A driver that copies writes the keys as CSV to a file, in a thread, while the snapshot loads
         (the warehouse hashes on its own cores meanwhile); else keys are streamed in batches."""
         width = len(self._keys)
         names = [f"k{i}" for i in range(width)]
-        duck.execute(f"create temp table larder_keys ({', '.join(f'{n} varchar' for n in names)}, fp bigint)")
+        duck.execute(f"create {'temp ' if temporary else ''}table larder_keys "
+                     f"({', '.join(f'{n} varchar' for n in names)}, fp bigint)")
         query = f"select {', '.join(self._keys)}, {self._fingerprint} from ({self._sql}) as larder_model"
         if not self._dialect.copies_csv:
-            self.snapshot_size = load_snapshot(duck, self._snapshot)
+            self.snapshot_size = load_snapshot(duck, self._snapshot, temporary=temporary)
             yield from self._stream_keys(connection, duck, query, names)
             return
         path = os.path.join(spill, "keys.csv")
         with ThreadPoolExecutor(1, thread_name_prefix="larder-keys") as pool:
             copied = pool.submit(self._copy, connection, query, path)
-            self.snapshot_size = load_snapshot(duck, self._snapshot)
+            self.snapshot_size = load_snapshot(duck, self._snapshot, temporary=temporary)
             while not _done(copied, PROGRESS_SECONDS):
                 yield []
         types = ", ".join([*(f"'{n}': 'VARCHAR'" for n in names), "'fp': 'BIGINT'"])
@@ -153,7 +161,7 @@ class KeyedDelta:
             if progress.due():
                 yield []
 
-    def _mark_wanted(self, duck) -> tuple[int, int, int]:
+    def _mark_wanted(self, duck, temporary: bool = True) -> tuple[int, int, int]:
         """`larder_wanted (pk, previous, shared, fp)`: the primary keys whose rows need mapping, as
         the DuckDB backend decides it, with the row's fingerprint (rows are read again without it:
         when several rows have a pk, they share it, and are rejected as duplicates anyway).
@@ -166,7 +174,7 @@ class KeyedDelta:
         shared = " or ".join(f"d{i}.v is not null" for i in range(width))
         wanted = "true" if self._rewrite_all else f"s.pk is null or s.fp <> m.fp or {shared}"
         duck.execute(f"""
-            create temp table larder_wanted as
+            create {'temp ' if temporary else ''}table larder_wanted as
             select m.k0 as pk, any_value(s.fp) as previous, bool_or({shared}) as shared, any_value(m.fp) as fp,
                    count(*) as n
             from larder_keys as m left join larder_snapshot as s on m.k0 = s.pk
@@ -221,30 +229,95 @@ class KeyedDelta:
 
     def _streamed(self, connection, duck) -> Iterator[list[DeltaRow]]:
         """Stream the whole model once; keep the rows `larder_wanted` names and those without a key."""
-        description, batches = self._dialect.stream(connection, self._row_query(), None, self._chunk_size)
-        as_dict = None
-        for batch in batches:
-            width = len(batch[0]) - 1
-            as_dict = as_dict or self._dialect.row_reader(description()[:width])
-            keys = [row[width] for row in batch]
-            chunk = [DeltaRow(as_dict(row), None, None, None, False) for row in batch if row[width] is None]
-            duck.register("larder_chunk", {
-                "i": np.arange(len(batch), dtype=np.int64),
-                "pk": np.array(keys, dtype=object),
-            })
-            matches = duck.execute(
-                "select c.i, w.previous, w.shared, w.fp from larder_chunk as c join larder_wanted as w on c.pk = w.pk"
-            ).fetchall()
-            duck.unregister("larder_chunk")
-            for i, previous, shared, fingerprint in matches:
-                row = batch[i]
-                chunk.append(DeltaRow(as_dict(row), row[width], fingerprint, previous, shared))
-            yield chunk
+        yield from _wanted_rows(self._dialect, connection, duck, self._row_query(), self._chunk_size, "larder_wanted")
 
     def _gone(self, duck) -> Iterator[list[DeltaRow]]:
-        result = duck.execute("""
-            select s.pk, s.fp from larder_snapshot as s
-            where not exists (select 1 from larder_keys as m where m.k0 = s.pk)
-        """)
-        while part := result.fetchmany(self._chunk_size):
-            yield [DeltaRow(None, pk, None, previous, False) for pk, previous in part]
+        yield from _gone_rows(duck, "", self._chunk_size)
+
+
+class SplitKeyedDelta(KeyedDelta):
+    """A KeyedDelta that can also be read in parts, each from its own process (see the module's
+    docstring): for a warehouse whose dialect exports transaction snapshots."""
+
+    @contextmanager
+    def split(self, parts: int) -> Iterator[list[KeyedPart]]:
+        """`parts` deltas whose chunks, together, are this delta's (the rows always streamed);
+        `snapshot_size` is set on entry. The transaction whose view the parts import stays open
+        until the block ends."""
+        with tempfile.TemporaryDirectory(prefix="larder-delta-") as folder, \
+                self._warehouse.connection(consistent=True) as connection:
+            path = os.path.join(folder, "delta.duckdb")
+            with duckdb.connect(path, config={"temp_directory": folder, "memory_limit": DUCKDB_MEMORY}) as duck:
+                duck.execute("set enable_progress_bar = false")
+                for _ in self._load(connection, duck, folder, temporary=False):
+                    pass
+                self._mark_wanted(duck, temporary=False)
+            view = self._dialect.export_snapshot(connection)
+            yield [KeyedPart(self._warehouse.url, self._row_query(self._part_filter(index, parts)), path, view,
+                             self._chunk_size, gone=index == 0)
+                   for index in range(parts)]
+
+    def _part_filter(self, index: int, parts: int) -> str:
+        key = self._keys[0]
+        where = f"where {self._dialect.hash_bucket(key, parts)} = {int(index)}"
+        return f"{where} or {key} is null" if index == 0 else where
+
+
+class KeyedPart:
+    """One part of a SplitKeyedDelta, read in a worker process: its rows of the model, streamed in a
+    transaction that sees the view the whole delta was fingerprinted in, kept if `larder_wanted` (in
+    the DuckDB file at `path`) names them; the first part also yields the records whose row left."""
+
+    def __init__(self, url: str, query: str, path: str, view: str, chunk_size: int, *, gone: bool):
+        self._url, self._query, self._path, self._view = url, query, path, view
+        self._chunk_size, self._gone = chunk_size, gone
+
+    def __iter__(self) -> Iterator[list[DeltaRow]]:
+        from orchestration.sync.warehouse.sqlalchemy import SqlWarehouse
+
+        warehouse = SqlWarehouse(self._url)
+        try:
+            with duckdb.connect(":memory:") as duck, warehouse.connection(consistent=True, view=self._view) as connection:
+                duck.execute("set enable_progress_bar = false")
+                duck.execute("set threads = 1")  # one of several processes: together they use every core, not more
+                duck.execute(f"attach '{self._path.replace(chr(39), chr(39) * 2)}' as larder_delta (read_only)")
+                yield from _wanted_rows(warehouse.dialect, connection, duck, self._query, self._chunk_size,
+                                        "larder_delta.larder_wanted")
+                if self._gone:
+                    yield from _gone_rows(duck, "larder_delta.", self._chunk_size)
+        finally:
+            warehouse.dispose()
+
+
+def _wanted_rows(dialect, connection, duck, query: str, chunk_size: int, wanted: str) -> Iterator[list[DeltaRow]]:
+    """The rows of `query` (model columns, then the primary key) that the `wanted` table names, with
+    its fingerprint and flags, and those without a key."""
+    description, batches = dialect.stream(connection, query, None, chunk_size)
+    as_dict = None
+    for batch in batches:
+        width = len(batch[0]) - 1
+        as_dict = as_dict or dialect.row_reader(description()[:width])
+        keys = [row[width] for row in batch]
+        chunk = [DeltaRow(as_dict(row), None, None, None, False) for row in batch if row[width] is None]
+        duck.register("larder_chunk", {
+            "i": np.arange(len(batch), dtype=np.int64),
+            "pk": np.array(keys, dtype=object),
+        })
+        matches = duck.execute(
+            f"select c.i, w.previous, w.shared, w.fp from larder_chunk as c join {wanted} as w on c.pk = w.pk"
+        ).fetchall()
+        duck.unregister("larder_chunk")
+        for i, previous, shared, fingerprint in matches:
+            row = batch[i]
+            chunk.append(DeltaRow(as_dict(row), row[width], fingerprint, previous, shared))
+        yield chunk
+
+
+def _gone_rows(duck, schema: str, chunk_size: int) -> Iterator[list[DeltaRow]]:
+    """The snapshot's records whose primary key no row of the model has."""
+    result = duck.execute(f"""
+        select s.pk, s.fp from {schema}larder_snapshot as s
+        where not exists (select 1 from {schema}larder_keys as m where m.k0 = s.pk)
+    """)
+    while part := result.fetchmany(chunk_size):
+        yield [DeltaRow(None, pk, None, previous, False) for pk, previous in part]

@@ -69,8 +69,22 @@ class SqlDialect:
     def key_parameters(self, keys: list[str]) -> tuple:
         return tuple(keys)
 
+    exports_snapshots = False  # other connections can read in a transaction's view (export_snapshot)
+
     def begin_consistent_read(self, cursor) -> None:
         """Start a transaction whose reads all see the same state of the warehouse."""
+
+    def export_snapshot(self, dbapi_connection) -> str:
+        """The id of the view of the connection's consistent read, for `import_snapshot`."""
+        raise NotImplementedError
+
+    def import_snapshot(self, cursor, view: str) -> None:
+        """Make the consistent read just begun see the exported view `view`."""
+        raise NotImplementedError
+
+    def hash_bucket(self, expression: str, buckets: int) -> str:
+        """Which of `buckets` parts (0 to buckets - 1) a non-null text value falls in."""
+        raise NotImplementedError
 
     def stream(self, dbapi_connection, sql: str, parameters: tuple | None, size: int) -> tuple[Callable[[], Any], Rows]:
         """Run a query; (a function giving the cursor's description once rows came, batches of rows)."""
@@ -161,6 +175,19 @@ class PostgresDialect(SqlDialect):
         # a query) the keys come a quarter sooner on two cores.
         cursor.execute("set local parallel_setup_cost = 0")
         cursor.execute("set local parallel_tuple_cost = 0.0001")
+
+    exports_snapshots = True
+
+    def export_snapshot(self, dbapi_connection) -> str:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("select pg_export_snapshot()")
+            return cursor.fetchone()[0]
+
+    def import_snapshot(self, cursor, view: str) -> None:
+        cursor.execute("set transaction snapshot '" + view.replace("'", "''") + "'")
+
+    def hash_bucket(self, expression: str, buckets: int) -> str:
+        return f"((hashtext({expression}) & 2147483647) % {int(buckets)})"
 
     def stream(self, dbapi_connection, sql: str, parameters: tuple | None, size: int) -> tuple[Callable[[], Any], Rows]:
         cursor = dbapi_connection.cursor()
@@ -349,14 +376,15 @@ class SqlWarehouse(Warehouse):
 
     def iter_delta(self, sql: str, *, index_columns: Sequence[str], source_columns: Sequence[str], snapshot: Snapshot,
                    salt: str, rewrite_all: bool, chunk_size: int):
-        from orchestration.sync.warehouse.pushdown import KeyedDelta
+        from orchestration.sync.warehouse.pushdown import KeyedDelta, SplitKeyedDelta
 
         column_types = self.column_types(sql)
         # The seed carries the source columns' types: hashed text cannot tell 1 from '1'.
         seed_text = orjson.dumps([salt, [(c, column_types.get(c)) for c in source_columns]])
         seed = int.from_bytes(hashlib.blake2b(seed_text, digest_size=8).digest(), "big", signed=True)
         sources = [(c, column_types[c]) for c in source_columns]
-        return KeyedDelta(self, sql, index_columns, sources, snapshot, seed, rewrite_all, chunk_size)
+        kind = SplitKeyedDelta if self.dialect.exports_snapshots else KeyedDelta
+        return kind(self, sql, index_columns, sources, snapshot, seed, rewrite_all, chunk_size)
 
     def count(self, sql: str) -> int:
         return int(self._scalar(f"select count(*) from ({sql}) as larder_model"))
@@ -393,9 +421,10 @@ class SqlWarehouse(Warehouse):
         self.engine.dispose()
 
     @contextmanager
-    def connection(self, *, consistent: bool = False) -> Iterator[Any]:
+    def connection(self, *, consistent: bool = False, view: str | None = None) -> Iterator[Any]:
         """A driver connection from the pool, rolled back when returned; driver errors become
-        WarehouseError. `consistent`: every read in it sees the same state of the warehouse."""
+        WarehouseError. `consistent`: every read in it sees the same state of the warehouse, the
+        exported `view` of another connection's consistent read if given."""
         try:
             pooled = self.engine.raw_connection()
         except sa.exc.DBAPIError as error:
@@ -405,6 +434,8 @@ class SqlWarehouse(Warehouse):
             if consistent:
                 with connection.cursor() as cursor:
                     self.dialect.begin_consistent_read(cursor)
+                    if view is not None:
+                        self.dialect.import_snapshot(cursor, view)
             yield connection
         except self._errors as error:
             raise WarehouseError(f"model query failed: {error}") from None
