@@ -29,9 +29,10 @@ class ProcessRun:
 
     returncode: int
     wall_seconds: float
-    max_rss_mb: float
+    max_rss_mb: float  # the largest process of its tree (wait4 reports the largest waited-for descendant)
     stdout: str
     stderr: str
+    max_tree_rss_mb: float = 0.0  # the largest sum over its process tree, sampled (see run_measured)
 
     def check(self, what: str) -> ProcessRun:
         if self.returncode != 0:
@@ -45,6 +46,8 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
     Through /usr/bin/time when installed: a child forked straight from this process would report
     this process's peak too (Linux carries a forked memory's high-water mark across exec), and
     the benchmark's own process holds DuckDB data. Without it, wait4's figure is an upper bound.
+    Every 0.1 s the RSS of the command's whole process tree (its worker processes included) is
+    summed: an upper bound of what the tree holds, as pages the workers share count once each.
     """
     out_path, err_path, rss_path = cwd / ".run.stdout", cwd / ".run.stderr", cwd / ".run.maxrss"
     rss_path.unlink(missing_ok=True)
@@ -53,11 +56,13 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
         process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=out, stderr=err)
-        deadline = started + timeout
+        deadline, sampled, tree_kb = started + timeout, 0.0, 0
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
+            if time.monotonic() - sampled >= 0.1:
+                tree_kb, sampled = max(tree_kb, _tree_rss_kb(process.pid)), time.monotonic()
             if time.monotonic() > deadline:
                 process.kill()
                 pid, status, usage = os.wait4(process.pid, 0)
@@ -73,7 +78,24 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
         max_rss_mb=max_rss_kb / 1024,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
+        max_tree_rss_mb=max(tree_kb, max_rss_kb) / 1024,
     )
+
+
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _tree_rss_kb(root: int) -> int:
+    """The RSS of `root` and every process under it, in kilobytes (0 for any gone meanwhile)."""
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
+            pending += _children(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def bench_memcached(memory_mb: int) -> MemcachedProcess:

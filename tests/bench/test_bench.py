@@ -7,12 +7,14 @@ that each benchmark runs against the real processes and reports complete, well-f
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import replace
 
 import pytest
 
 from bench import __main__ as bench_main
-from bench import bare_app, freshness_runner, loadgen, profiles, report, serving, sync  # noqa: F401  (they import)
+from bench import bare_app, freshness_runner, loadgen, profiles, report, services, serving, sync  # noqa: F401  (they import)
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +52,7 @@ def test_sync_benchmark_reports_each_step_of_both_variants_with_peak_rss(sync_re
     assert written[("plain", "full")] == 400 and written[("plain", "no change")] == 0
     assert written[("liquid", "1% changed")] == 4  # ids 0, 100, 200, 300
     assert all(r["peak_rss_mb"] > 10 for r in result["runs"])
+    assert all(r["peak_tree_rss_mb"] >= r["peak_rss_mb"] for r in result["runs"])
     assert result["rss_flatness"]["rows_small"] == 100
     assert "plain full" in result["extrapolated_to_1m"]  # labelled: measured below 1M rows
 
@@ -79,3 +82,13 @@ def test_profile_summary_ranks_functions_by_own_and_total_samples(tmp_path):
 def test_command_line_accepts_its_options():
     args = bench_main._parser().parse_args(["--only", "sync", "--quick", "--sync-rows", "1000"])
     assert args.only == ["sync"] and args.quick and args.sync_rows == 1000
+
+
+def test_a_measured_run_sums_the_memory_of_its_process_tree(tmp_path):
+    """Worker processes count together: two children holding 150 MB each at the same time."""
+    child = "import time; block = bytearray(150 * 1024 * 1024); block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)"
+    parent = (f"import subprocess, sys; children = [subprocess.Popen([sys.executable, '-c', {child!r}]) for _ in (1, 2)]; "
+              "[c.wait() for c in children]")
+    run = services.run_measured([sys.executable, "-c", parent], env=dict(os.environ), cwd=tmp_path, timeout=60)
+    assert 150 < run.check("a parent and its children").max_rss_mb < 250  # the largest process of the tree
+    assert run.max_tree_rss_mb > 300
