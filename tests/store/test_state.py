@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestration.store.state import ChunkTarget, IndexKey, RecordWrite, StateStore, prepare_write
+from orchestration.store.state.engine import SQLITE_PAGE_SIZE
 from orchestration.store.state.records import IndexEntry, Records
 
 # record_indices as the first versions created it: a rowid table with an index on sync_name.
@@ -38,6 +39,23 @@ def test_create_all_on_an_earlier_database_drops_the_retired_index_and_keeps_the
     assert state.resolve("L1:people:id:=1") == ("people", "2")
     state.dispose()
     engine.dispose()
+
+
+def test_a_new_sqlite_state_gets_large_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    earlier = tmp_path / "earlier.db"
+    engine = sa.create_engine(f"sqlite:///{earlier}")
+    with engine.begin() as conn:
+        for statement in EARLIER_RECORD_INDICES:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+    for path, pages in ((tmp_path / "new.db", SQLITE_PAGE_SIZE), (earlier, 4096)):
+        state = StateStore(f"sqlite:///{path}")
+        state.create_all()
+        with state.engine.connect() as conn:
+            assert conn.exec_driver_sql("pragma page_size").scalar() == pages
+            assert conn.exec_driver_sql("pragma journal_mode").scalar() == "wal"
+        state.dispose()
+    assert StateStore(f"sqlite:///{earlier}").resolve("L1:people:id:=1") == ("people", "1")
 
 
 def test_create_all_adds_the_owed_keys_and_tombstones_tables_to_an_earlier_database(state_url):
