@@ -67,6 +67,7 @@ class SyncPlan:
     # the second one came): `fill_sample_rows` finds them after the scan.
     samples_missing_rows: dict[str, list[int]] = field(default_factory=dict)
     first_sync: bool = False  # the sync had no snapshot: every record it writes is new to it
+    spill_in_memory_bytes: int = SPILL_IN_MEMORY_BYTES  # how much of the spill stays in memory
     # The worker processes that hold the records to write, when they scanned (shares.ShareWorkers).
     shares: Any = None
     _spill: Any = None
@@ -118,7 +119,7 @@ class SyncPlan:
     def keep_to_write(self, record: MappedRecord, is_new: bool, row_hash: int) -> None:
         """Add a record to those `changed_records` gives (spilled to the temporary file in batches)."""
         if self._spill is None:
-            self._spill = tempfile.SpooledTemporaryFile(max_size=SPILL_IN_MEMORY_BYTES, mode="w+b")
+            self._spill = tempfile.SpooledTemporaryFile(max_size=self.spill_in_memory_bytes, mode="w+b")
         self._pending.append((record.pk, record.body, row_hash, record.index_values, is_new))
         if len(self._pending) >= SPILL_BATCH:
             self._flush_spill()

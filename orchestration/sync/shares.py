@@ -36,6 +36,9 @@ from orchestration.sync.workers import MappingFailed, SplittableDelta, mapped_in
 from orchestration.sync.writers import PROGRESS_SECONDS, ChunkWriter, WriteJob, WritingFailed, report_between_commits
 
 PREVIEW_RECORDS = 20  # records each worker sends for the run's written preview
+# What of its records a worker keeps in memory; the rest goes to its temporary file (read back once,
+# in order: the OS's page cache serves it), so the processes together stay small.
+KEPT_IN_MEMORY_BYTES = 4 * 1024 * 1024
 _SCANNED = "scanned"  # a chunk of the scan: (records kept unseen, rows the scan sees, their outcomes)
 _KEPT = "kept"  # the share is scanned: its first records, for the preview
 _WRITE = "write"  # the verdict: write what you kept but records of these pks
@@ -152,7 +155,7 @@ def _scan_then_write(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, jo
                      conn: Connection) -> None:
     """A worker: scan its part (map, keep, tell the sync what it must see), wait for the verdict,
     write what it kept but the rejected records."""
-    kept = SyncPlan()  # only its spill is used
+    kept = SyncPlan(spill_in_memory_bytes=KEPT_IN_MEMORY_BYTES)  # only its spill is used
     writer = None
     try:
         preview = _scan(part, RecordMapper(spec, max_record_bytes=max_record_bytes), kept, conn)
