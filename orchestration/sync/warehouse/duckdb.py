@@ -22,7 +22,6 @@ from orchestration.sync.warehouse.pushdown import load_snapshot
 # Leaf types whose JSON text (DuckDB's to_json) parses back to exactly the value DuckDB's own
 # Python conversion gives. A STRUCT or LIST made only of them is fetched as JSON and parsed by
 # orjson: a third of the cost of DuckDB building the nested Python objects itself.
-PART_MEMORY = "128MB"  # DuckDB's memory in each process that reads a part of a split delta
 _JSON_EXACT_LEAVES = frozenset({
     "varchar", "boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger",
 })
@@ -118,8 +117,8 @@ class DuckDBDelta:
     temporary table, and DuckDB's `hash` of the source columns is the fingerprint.
 
     `split(n)` gives n deltas that each yield the rows of one part of the primary keys, to be
-    read from n processes: the snapshot, and the index values more than one row has, are computed
-    once, into a temporary DuckDB file each part attaches read-only."""
+    read from n processes: the snapshot is loaded once, into a temporary DuckDB file each part
+    attaches read-only."""
 
     def __init__(self, warehouse, sql, index_columns, source_columns, snapshot, salt, rewrite_all, chunk_size,
                  part: tuple[int, int] | None = None):
@@ -135,13 +134,6 @@ class DuckDBDelta:
             path = os.path.join(folder, "snapshot.duckdb")
             with duckdb.connect(path) as conn:
                 self.snapshot_size = load_snapshot(conn, self._snapshot, temporary=False)
-                # The model's names resolve in the warehouse, attached read-only as the parts open it.
-                conn.execute("set enable_progress_bar = false")
-                _read_in_utc(conn)
-                conn.execute(f"attach '{_literal(self._warehouse.path)}' as larder_warehouse (read_only)")
-                conn.execute("use larder_warehouse")
-                for i, expr in enumerate(self._key_texts()):
-                    _run(conn, f"create table snapshot.main.larder_shared_{i} as {self._shared_values(expr)}")
             yield [
                 DuckDBDelta(self._warehouse, self._sql, self._index_columns, self._source_columns, path, self._salt,
                             self._rewrite_all, self._chunk_size, part=(index, parts))
@@ -154,9 +146,6 @@ class DuckDBDelta:
                 self.snapshot_size = load_snapshot(conn, self._snapshot)
             else:  # one of several processes, a thread each: together they use every core, not more
                 conn.execute("set threads = 1")
-                # Bounded, spilling into the split's folder past the bound, so the processes together stay small.
-                conn.execute(f"set memory_limit = '{PART_MEMORY}'")
-                conn.execute(f"set temp_directory = '{_literal(self._snapshot)}.tmp-{self._part[0]}'")
                 conn.execute(f"attach '{_literal(self._snapshot)}' as larder_snapshot_file (read_only)")
                 conn.execute("create temp view larder_snapshot as select * from larder_snapshot_file.larder_snapshot")
             result = _run(conn, self._query(_nested_as_json(conn, self._sql)), (self._salt,))
@@ -166,26 +155,16 @@ class DuckDBDelta:
             while part := result.fetchmany(self._chunk_size):
                 yield [new(DeltaRow, (None if row[width] else as_dict(row), *row[width + 1 :])) for row in part]
 
-    def _key_texts(self) -> list[str]:
-        """Each index column's key text, NULL when null or empty (as index_text says)."""
-        return [f"nullif(cast({_quote(c)} as varchar), '')" for c in self._index_columns]
-
-    def _shared_values(self, key_text: str, source: str | None = None) -> str:
-        """The values of `key_text` more than one row of the model has."""
-        source = source or f"({self._sql}) as larder_model"
-        return f"select {key_text} as v from {source} group by 1 having count(*) > 1"
-
     def _query(self, as_json: Sequence[str]) -> str:
         """One pass: the model (keys computed) full-joined with the snapshot, plus the sets of key
         values more than one row has. The model is not materialized, so memory stays flat.
         The `as_json` columns come as JSON text (see _nested_as_json)."""
-        text = self._key_texts()
+        text = [f"nullif(cast({_quote(c)} as varchar), '')" for c in self._index_columns]
         keys = ", ".join(f"{expr} as __larder_k{i}" for i, expr in enumerate(text))
         fingerprint = f"(hash({', '.join(map(_quote, self._source_columns))}, $1::varchar) >> 1)::bigint"
-        shared_sets = [f"({self._shared_values(expr, 'model')})" if self._part is None
-                       else f"larder_snapshot_file.larder_shared_{i}" for i, expr in enumerate(text)]  # split: computed once
         shared_joins = "\n".join(
-            f"left join {values} as d{i} on m.__larder_k{i} = d{i}.v" for i, values in enumerate(shared_sets)
+            f"left join (select {expr} as v from model group by 1 having count(*) > 1) as d{i} on m.__larder_k{i} = d{i}.v"
+            for i, expr in enumerate(text)
         )
         shared = " or ".join(f"d{i}.v is not null" for i in range(len(text)))
         replace = f"replace ({', '.join(f'to_json(m.{_quote(c)}) as {_quote(c)}' for c in as_json)})" if as_json else ""
