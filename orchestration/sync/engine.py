@@ -195,7 +195,7 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
                 f"{spec.rejections.max_share:.1%} allowed; nothing was written"
             )
         written = _write_changes(services, plan, layout, lease, caches, run_id, counts, written_preview, progress,
-                                 beat)
+                                 beat, job)
         removal = apply_removals(plan.removed_pks, layout, state, caches, run_id, lease)
         counts["removed"] = removal.removed
         counts["kept"] = len(plan.removed_pks) - removal.removed
@@ -217,7 +217,7 @@ def _run_sync(services: Services, sync_name: str, *, full_resync: bool, regions:
 
 def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout, lease: CollectionLease,
                    caches: dict[str, RecordCache], run_id: int, counts: dict[str, int], preview: list[dict[str, Any]],
-                   progress: Progress | None, beat: Throttle) -> int:
+                   progress: Progress | None, beat: Throttle, job: WriteJob | None) -> int:
     """Write the plan's added and changed records to state and every region; returns how many
     (`counts["written"]` says it meanwhile). A large first sync is written by several processes:
     those that scanned it (see shares.py), or writers given the plan's records (see writers.py);
@@ -237,7 +237,6 @@ def _write_changes(services: Services, plan: SyncPlan, layout: CollectionLayout,
     if plan.shares is not None:
         _add_to_preview(preview, [record for record in plan.shares.preview if record.pk not in rejected])
         return plan.shares.write(rejected, on_progress)
-    job = _write_job(services, layout, lease, caches, run_id)
     if job is not None and plan.first_sync and plan.records_to_write >= defaults.parallel_min_rows:
         blocks = _previewed(plan.spilled_blocks(), rejected, preview)
         return write_in_processes(blocks, job, rejected, workers=_write_workers(services), on_progress=on_progress)

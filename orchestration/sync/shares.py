@@ -54,8 +54,8 @@ class ShareWorkers:
     def __init__(self, delta: SplittableDelta, mapper: RecordMapper, job: WriteJob, *, workers: int):
         self._delta, self._mapper, self._job, self._workers = delta, mapper, job, workers
         self._exits = ExitStack()
-        self._started: dict[Connection, BaseProcess] = {}
-        self._previews: dict[int, list[MappedRecord]] = {}
+        self._started: dict[Connection, BaseProcess] = {}  # in the parts' order
+        self._previews: dict[Connection, list[MappedRecord]] = {}
         self._turn: Any = None
 
     def start(self) -> ShareWorkers:
@@ -91,12 +91,13 @@ class ShareWorkers:
                 if kind == _SCANNED:
                     yield payload
                 else:  # _KEPT
-                    self._previews[_index(running.pop(conn))] = payload
+                    self._previews[conn] = payload
+                    del running[conn]
 
     @property
     def preview(self) -> list[MappedRecord]:
         """The first records each worker kept (rejected ones included), in the workers' order."""
-        return [record for index in sorted(self._previews) for record in self._previews[index]]
+        return [record for conn in self._started if conn in self._previews for record in self._previews[conn]]
 
     def write(self, rejected: frozenset[str], on_progress: Callable[[int], None]) -> int:
         """Tell every worker to write what it kept but records of `rejected` pks; returns how many
@@ -145,9 +146,6 @@ def _died(process: BaseProcess, when: str) -> str:
     process.join(timeout=WAIT_SECONDS)
     return f"worker process {process.name} died (exit code {process.exitcode}: killed, or out of memory?) {when}"
 
-
-def _index(process: BaseProcess) -> int:
-    return int(process.name.rsplit("-", 1)[1])
 
 
 @collecting_rarely
