@@ -5,6 +5,7 @@ Plain Python: the Dagster assets, the CLI and the tests all call these.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 import uuid
@@ -336,7 +337,9 @@ def _planned(services: Services, sql: str, mapper: RecordMapper, snapshot: Itera
     delta = warehouse.delta(sql, mapper, snapshot=snapshot, rewrite_all=full_resync, chunk_size=defaults.chunk_size)
     if delta is None:
         return plan_sync(warehouse.iter_chunks(sql, defaults.chunk_size), mapper, state.snapshot(spec.name), **options)
-    def large() -> bool:  # (a count of the model: asked only when every row is to be mapped)
+
+    @functools.cache
+    def large() -> bool:  # (a count of the model: asked only when every row is to be mapped, once)
         return isinstance(delta, SplittableDelta) and warehouse.count(sql) >= defaults.parallel_min_rows
 
     if job is not None and first_sync and large():

@@ -21,9 +21,9 @@ from multiprocessing.process import BaseProcess
 WAIT_SECONDS = 1.0
 # How long a stopped process has to exit, after SIGTERM, then after SIGKILL.
 STOP_SECONDS = 5.0
-# What the fork server imports once, so that each process starts with the sync's code loaded.
 # Cyclic GC thresholds while a run is going, in each of its processes (see rare_collections).
 RUN_GC_THRESHOLDS = (100_000, 50, 1_000)
+# What the fork server imports once, so that each process starts with the sync's code loaded.
 PRELOADED = ["orchestration.sync.workers", "orchestration.sync.writers", "orchestration.sync.shares"]
 
 
@@ -34,6 +34,12 @@ def process_context() -> BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOADED)
     return context
+
+
+def died(process: BaseProcess, what: str, when: str) -> str:
+    """What to say of a process whose pipe ended before it said it was done (waits for its exit code)."""
+    process.join(timeout=WAIT_SECONDS)
+    return f"{what} {process.name} died (exit code {process.exitcode}: killed, or out of memory?) {when}"
 
 
 def stop_processes(started: Mapping[Connection, BaseProcess]) -> None:

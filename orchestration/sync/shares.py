@@ -30,7 +30,7 @@ from typing import Any
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.diff import ScannedChunk, SyncPlan, records_in_chunks
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
-from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, process_context, stop_processes
+from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, died, process_context, stop_processes
 from orchestration.sync.warehouse import ModelDelta
 from orchestration.sync.workers import MappingFailed, SplittableDelta, mapped_inline, present_rows
 from orchestration.sync.writers import PROGRESS_SECONDS, ChunkWriter, WriteJob, WritingFailed, report_between_commits
@@ -108,7 +108,7 @@ class ShareWorkers:
             try:
                 conn.send((_WRITE, rejected))
             except (BrokenPipeError, ConnectionResetError):
-                raise WritingFailed(_died(process, "before it wrote its share")) from None
+                raise WritingFailed(died(process, "worker process", "before it wrote its share")) from None
         written, reported = 0, time.monotonic()
         while running:
             for conn in wait(list(running), timeout=WAIT_SECONDS):
@@ -136,15 +136,12 @@ def _received(conn: Connection, process: BaseProcess, failure: type[Exception], 
     try:
         kind, payload = conn.recv()
     except (EOFError, ConnectionResetError):  # (reset: it died with a message of the sync's unread)
-        raise failure(_died(process, when)) from None
+        raise failure(died(process, "worker process", when)) from None
     if kind == _FAILED:
         raise failure(payload)
     return kind, payload
 
 
-def _died(process: BaseProcess, when: str) -> str:
-    process.join(timeout=WAIT_SECONDS)
-    return f"worker process {process.name} died (exit code {process.exitcode}: killed, or out of memory?) {when}"
 
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
-from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, process_context, stop_processes
+from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, died, process_context, stop_processes
 from orchestration.sync.warehouse import DeltaRow, ModelDelta
 
 Outcome = MappedRecord | RowRejected  # a row's record, or why it has none
@@ -126,9 +126,7 @@ def _collect(running: dict[Connection, BaseProcess]) -> Iterator[MappedChunk]:
 
 
 def _died(process: BaseProcess) -> str:
-    process.join(timeout=WAIT_SECONDS)
-    return (f"mapping worker {process.name} died (exit code {process.exitcode}: killed, or out of memory?) "
-            f"before it had read its part of the model")
+    return died(process, "mapping worker", "before it had read its part of the model")
 
 
 @collecting_rarely

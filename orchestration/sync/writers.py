@@ -31,7 +31,7 @@ from orchestration.sync.apply import CollectionLayout, commit_prepared, do_cache
 from orchestration.sync.diff import records_in_chunks
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
-from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, process_context, stop_processes
+from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, died, process_context, stop_processes
 
 # How often the sync hears how many records the writers wrote (and records it in the run).
 PROGRESS_SECONDS = 1.0
@@ -155,9 +155,7 @@ def report_between_commits(turn: Any, on_progress: Callable[[int], None], writte
 
 
 def _died(process: BaseProcess) -> str:
-    process.join(timeout=WAIT_SECONDS)
-    return (f"writer process {process.name} died (exit code {process.exitcode}: killed, or out of memory?) "
-            f"while writing its share of the sync; the next run settles what it committed")
+    return died(process, "writer process", "while writing its share of the sync; the next run settles what it committed")
 
 
 @collecting_rarely
