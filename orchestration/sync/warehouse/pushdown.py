@@ -280,7 +280,8 @@ class KeyedPart:
             with duckdb.connect(":memory:") as duck, warehouse.connection(consistent=True, view=self._view) as connection:
                 duck.execute("set enable_progress_bar = false")
                 duck.execute("set threads = 1")  # one of several processes: together they use every core, not more
-                duck.execute(f"attach '{self._path.replace(chr(39), chr(39) * 2)}' as larder_delta (read_only)")
+                path = self._path.replace("'", "''")
+                duck.execute(f"attach '{path}' as larder_delta (read_only)")
                 yield from _wanted_rows(warehouse.dialect, connection, duck, self._query, self._chunk_size,
                                         "larder_delta.larder_wanted")
                 if self._gone:
