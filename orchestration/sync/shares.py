@@ -93,6 +93,9 @@ class ShareWorkers:
                 else:  # _KEPT
                     self._previews[conn] = payload
                     del running[conn]
+        # Every part is read: the split's files go, and a warehouse transaction whose view the parts
+        # shared (Postgres) ends now, not once the records are written.
+        self._exits.close()
 
     @property
     def preview(self) -> list[MappedRecord]:

@@ -15,6 +15,7 @@ import os
 import signal
 
 import pytest
+import sqlalchemy as sa
 
 from orchestration.store.state import StateStore
 from orchestration.sync import SyncFailed, engine, shares, writers
@@ -99,6 +100,29 @@ def _same_as_one_process(harness, used_processes, state_url: str, way: str) -> N
 def _rejections(report) -> list[tuple]:
     """Rejection samples, in an order that does not depend on which process read a row first."""
     return sorted((s["reason"].split(" (also on")[0], s["pk"] or "", str(s["row"])) for s in report.rejection_samples)
+
+
+def test_a_postgres_first_sync_in_shares_ends_the_view_its_parts_shared_before_writing(monkeypatch, request):
+    """The transaction whose view the parts imported is open while they read, not while they write
+    (a long-open transaction holds back the warehouse's vacuum)."""
+    harness = _on("postgres", request)
+    harness.table("people", COLUMNS, [row(i) for i in range(N)])
+    open_views: list[int] = []
+    real_write = shares.ShareWorkers.write
+
+    def noting_open_views(self, rejected, on_progress):
+        engine = sa.create_engine(harness.warehouse_url)
+        with engine.connect() as conn:
+            open_views.append(conn.exec_driver_sql(
+                "select count(*) from pg_stat_activity where state like 'idle in transaction%%' "
+                "and query like '%%pg_export_snapshot%%'").scalar())
+        engine.dispose()
+        return real_write(self, rejected, on_progress)
+
+    monkeypatch.setattr(shares.ShareWorkers, "write", noting_open_views)
+    harness.configure(people("parallel"), extra={"defaults": BY_PROCESSES})
+    assert harness.run("parallel").counts["added"] > 2_900
+    assert open_views == [0]
 
 
 def test_later_runs_after_a_first_sync_by_processes_diff_and_delete_as_usual(harness, used_processes):
