@@ -51,8 +51,10 @@ class ShareWorkers:
     """`workers` processes that scan a delta's parts (`scanned`), then write what they kept (`write`).
     `close` stops them, whatever phase they are in."""
 
-    def __init__(self, delta: SplittableDelta, mapper: RecordMapper, job: WriteJob, *, workers: int):
+    def __init__(self, delta: SplittableDelta, mapper: RecordMapper, job: WriteJob, *, workers: int,
+                 on_wait: Callable[[], None] | None = None):
         self._delta, self._mapper, self._job, self._workers = delta, mapper, job, workers
+        self._on_wait = on_wait  # called while the delta splits (a warehouse's keys pass may take long)
         self._exits = ExitStack()
         self._started: dict[Connection, BaseProcess] = {}  # in the parts' order
         self._previews: dict[Connection, list[MappedRecord]] = {}
@@ -62,7 +64,7 @@ class ShareWorkers:
         context = process_context()
         self._turn = context.Lock()
         try:
-            parts = self._exits.enter_context(self._delta.split(self._workers))
+            parts = self._exits.enter_context(self._delta.split(self._workers, self._on_wait))
             for index, part in enumerate(parts):
                 receiver, sender = context.Pipe()
                 process = context.Process(

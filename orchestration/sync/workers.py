@@ -45,8 +45,9 @@ class SplittableDelta(Protocol):
 
     snapshot_size: int
 
-    def split(self, parts: int) -> AbstractContextManager[Sequence[ModelDelta]]:
-        """`parts` deltas whose chunks, together, are this delta's; `snapshot_size` is set on entry."""
+    def split(self, parts: int, on_wait: Callable[[], None] | None = None) -> AbstractContextManager[Sequence[ModelDelta]]:
+        """`parts` deltas whose chunks, together, are this delta's; `snapshot_size` is set on entry.
+        `on_wait` is called every few seconds while entering takes long (the run keeps its lease)."""
 
 
 def default_workers() -> int:
@@ -85,12 +86,12 @@ def present_rows(chunk: Sequence[DeltaRow]) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def mapped_in_workers(delta: SplittableDelta, mapper: RecordMapper, *, workers: int,
-                      hashed: bool) -> Iterator[Iterator[MappedChunk]]:
+def mapped_in_workers(delta: SplittableDelta, mapper: RecordMapper, *, workers: int, hashed: bool,
+                      on_wait: Callable[[], None] | None = None) -> Iterator[Iterator[MappedChunk]]:
     """The delta's chunks with their outcomes (as `mapped_inline` gives them, in another order),
     read and mapped by `workers` processes; leaving the block stops them."""
     context = process_context()
-    with delta.split(workers) as parts:
+    with delta.split(workers, on_wait) as parts:
         started: dict[Connection, BaseProcess] = {}
         try:
             for index, part in enumerate(parts):

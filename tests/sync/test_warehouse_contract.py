@@ -14,7 +14,7 @@ import pytest
 
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import RecordMapper
-from orchestration.sync.warehouse import Warehouse, WarehouseError
+from orchestration.sync.warehouse import Warehouse, WarehouseError, pushdown
 from orchestration.sync.warehouse.pushdown import KeyedDelta
 from orchestration.sync.workers import SplittableDelta
 from tests.sync.conftest import FETCHES, fetching, make_warehouse_db, sync_config
@@ -275,6 +275,23 @@ def _yields_sharing_and_keyless_rows(db, warehouse, *, parts: int) -> None:
     assert deltas.run(parts=parts) == nothing(new={"3"}, shared={"1", "2", "4"}, null=2)
     # Unchanged, but still sharing: yielded again, so the sync can reject them again.
     assert deltas.run(parts=parts) == nothing(shared={"1", "2", "4"}, null=2)
+
+
+def test_a_postgres_delta_splitting_slowly_lets_the_sync_keep_its_lease(postgres_url, monkeypatch):
+    """The keys pass of a large model takes long: the sync hears of it (and renews its lease) meanwhile."""
+    monkeypatch.setattr(pushdown, "PROGRESS_SECONDS", 0.05)
+    db = PostgresDb(postgres_url)
+    db.create("people", PEOPLE, [(str(i), f"name {i}", f"{i}@x", "") for i in range(20)])
+    slow_model = "select people.* from people, (select pg_sleep(0.5)) as slow"
+    waits: list[float] = []
+    warehouse = Warehouse(postgres_url)
+    try:
+        delta = warehouse.delta(slow_model, people_mapper(), snapshot=iter([]), rewrite_all=False, chunk_size=50)
+        with delta.split(2, on_wait=lambda: waits.append(time.monotonic())) as parts:
+            rows = [row for part in parts for chunk in part for row in chunk]
+    finally:
+        warehouse.dispose()
+    assert len(rows) == 20 and len(waits) >= 3
 
 
 def test_a_mariadb_delta_is_read_in_one_pass_only(mariadb_url):

@@ -154,8 +154,8 @@ def test_a_killed_worker_fails_the_run_loudly(harness, monkeypatch):
     real = engine.mapped_in_workers
 
     @contextmanager
-    def one_killed(delta, mapper, *, workers, hashed):  # the kernel's OOM killer, say
-        with real(delta, mapper, workers=workers, hashed=hashed) as mapped:
+    def one_killed(delta, mapper, **options):  # the kernel's OOM killer, say
+        with real(delta, mapper, **options) as mapped:
             # Before the scan reads anything: its part does not fit in the pipe, so it cannot be done yet.
             victim = next(p for p in multiprocessing.active_children() if p.name == "larder-mapping-0")
             os.kill(victim.pid, signal.SIGKILL)
@@ -175,8 +175,8 @@ def test_workers_come_from_a_process_that_runs_no_thread_of_the_sync(harness, mo
     real = engine.mapped_in_workers
 
     @contextmanager
-    def noting_parents(delta, mapper, *, workers, hashed):
-        with real(delta, mapper, workers=workers, hashed=hashed) as mapped:
+    def noting_parents(delta, mapper, **options):
+        with real(delta, mapper, **options) as mapped:
             for process in multiprocessing.active_children():
                 if process.name.startswith("larder-mapping-"):
                     parents.add(_parent_pid(process.pid))

@@ -129,7 +129,8 @@ class DuckDBDelta:
         self.snapshot_size = 0
 
     @contextmanager
-    def split(self, parts: int) -> Iterator[list[DuckDBDelta]]:
+    def split(self, parts: int, on_wait: Callable[[], None] | None = None) -> Iterator[list[DuckDBDelta]]:
+        """(`on_wait` is not called: DuckDB reads the snapshot as fast as the state gives it.)"""
         with tempfile.TemporaryDirectory(prefix="larder-snapshot-") as folder:
             path = os.path.join(folder, "snapshot.duckdb")
             with duckdb.connect(path) as conn:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -240,7 +240,7 @@ class SplitKeyedDelta(KeyedDelta):
     docstring): for a warehouse whose dialect exports transaction snapshots."""
 
     @contextmanager
-    def split(self, parts: int) -> Iterator[list[KeyedPart]]:
+    def split(self, parts: int, on_wait: Callable[[], None] | None = None) -> Iterator[list[KeyedPart]]:
         """`parts` deltas whose chunks, together, are this delta's (the rows always streamed);
         `snapshot_size` is set on entry. The transaction whose view the parts import stays open
         until the block ends."""
@@ -250,7 +250,8 @@ class SplitKeyedDelta(KeyedDelta):
             with duckdb.connect(path, config={"temp_directory": folder, "memory_limit": DUCKDB_MEMORY}) as duck:
                 duck.execute("set enable_progress_bar = false")
                 for _ in self._load(connection, duck, folder, temporary=False):
-                    pass
+                    if on_wait is not None:
+                        on_wait()
                 self._mark_wanted(duck, temporary=False)
             view = self._dialect.export_snapshot(connection)
             yield [KeyedPart(self._warehouse.url, self._row_query(self._part_filter(index, parts)), path, view,
