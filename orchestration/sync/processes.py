@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import gc
 import multiprocessing
-from collections.abc import Callable, Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 # How long the sync waits for a message from its processes before it reports progress anyway.
 WAIT_SECONDS = 1.0
@@ -25,6 +27,7 @@ STOP_SECONDS = 5.0
 RUN_GC_THRESHOLDS = (100_000, 50, 1_000)
 # What the fork server imports once, so that each process starts with the sync's code loaded.
 PRELOADED = ["orchestration.sync.workers", "orchestration.sync.writers", "orchestration.sync.shares"]
+FAILED = "failed"  # the last message of a process that failed: (FAILED, what went wrong, as text)
 
 
 def process_context() -> BaseContext:
@@ -34,6 +37,44 @@ def process_context() -> BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOADED)
     return context
+
+
+def start_processes(target: Callable[..., None], args: Sequence[tuple], name: str, *,
+                    duplex: bool = True) -> dict[Connection, BaseProcess]:
+    """One process per item of `args`, forked from the fork server, running `target(*item, its end of
+    a pipe of its own)` and named `{name}-{index}`: the sync's end of each pipe → its process, in
+    order. A process holds the only other end of its pipe, so its death reads as the end of it."""
+    context = process_context()
+    started: dict[Connection, BaseProcess] = {}
+    try:
+        for index, arguments in enumerate(args):
+            receiver, sender = context.Pipe(duplex=duplex)
+            process = context.Process(target=target, args=(*arguments, sender), name=f"{name}-{index}", daemon=True)
+            process.start()
+            sender.close()
+            started[receiver] = process
+    except BaseException:
+        stop_processes(started)
+        raise
+    return started
+
+
+def received(conn: Connection, process: BaseProcess, failure: type[Exception], what: str, when: str) -> tuple[str, Any]:
+    """The process's next message, (kind, payload); raises `failure` if it failed (its text) or died
+    (`what` it was, `when`). Its pipe ends, or is reset when it died with a message of ours unread."""
+    try:
+        kind, payload = conn.recv()
+    except (EOFError, ConnectionResetError):
+        raise failure(died(process, what, when)) from None
+    if kind == FAILED:
+        raise failure(payload)
+    return kind, payload
+
+
+def failed(error: BaseException, what: str) -> tuple[str, str]:
+    """The message a process sends when it fails: its error as text (any exception, even one that
+    does not pickle), saying `what` process it is."""
+    return FAILED, f"{str(error) or type(error).__name__} (in {what} {os.getpid()})"
 
 
 def died(process: BaseProcess, what: str, when: str) -> str:

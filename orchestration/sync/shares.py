@@ -19,7 +19,6 @@ written; while writing (WritingFailed) what it committed is journaled and settle
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -28,12 +27,28 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from orchestration.config.specs import SyncSpec
-from orchestration.sync.diff import ScannedChunk, SyncPlan, records_in_chunks
+from orchestration.sync.diff import ScannedChunk, Spill, records_in_chunks
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
-from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, died, process_context, stop_processes
+from orchestration.sync.processes import (
+    WAIT_SECONDS,
+    collecting_rarely,
+    died,
+    failed,
+    process_context,
+    received,
+    start_processes,
+    stop_processes,
+)
 from orchestration.sync.warehouse import ModelDelta
 from orchestration.sync.workers import MappingFailed, SplittableDelta, mapped_inline, present_rows
-from orchestration.sync.writers import PROGRESS_SECONDS, ChunkWriter, WriteJob, WritingFailed, report_between_commits
+from orchestration.sync.writers import (
+    PROGRESS_SECONDS,
+    WHILE_WRITING,
+    ChunkWriter,
+    WriteJob,
+    WritingFailed,
+    report_between_commits,
+)
 
 PREVIEW_RECORDS = 20  # records each worker sends for the run's written preview
 # What of its records a worker keeps in memory; the rest goes to its temporary file (read back once,
@@ -44,7 +59,6 @@ _KEPT = "kept"  # the share is scanned: its first records, for the preview
 _WRITE = "write"  # the verdict: write what you kept but records of these pks
 _WROTE = "wrote"  # records written since the last message
 _DONE = "done"
-_FAILED = "failed"
 
 
 class ShareWorkers:
@@ -61,20 +75,13 @@ class ShareWorkers:
         self._turn: Any = None
 
     def start(self) -> ShareWorkers:
-        context = process_context()
-        self._turn = context.Lock()
+        self._turn = process_context().Lock()
         try:
             parts = self._exits.enter_context(self._delta.split(self._workers, self._on_wait))
-            for index, part in enumerate(parts):
-                receiver, sender = context.Pipe()
-                process = context.Process(
-                    target=_scan_then_write,
-                    args=(part, self._mapper.spec, self._mapper.max_record_bytes, self._job, self._turn, sender),
-                    name=f"larder-share-{index}", daemon=True,
-                )
-                process.start()
-                sender.close()  # the worker holds the only other end: its death reads as the end of the pipe
-                self._started[receiver] = process
+            spec, max_record_bytes = self._mapper.spec, self._mapper.max_record_bytes
+            self._started = start_processes(
+                _scan_then_write, [(part, spec, max_record_bytes, self._job, self._turn) for part in parts],
+                "larder-share")
         except BaseException:
             self.close()
             raise
@@ -89,7 +96,8 @@ class ShareWorkers:
             if not ready:
                 yield 0, [], []
             for conn in ready:
-                kind, payload = _received(conn, running[conn], MappingFailed, "before it had scanned its share")
+                kind, payload = received(conn, running[conn], MappingFailed, "worker process",
+                                         "before it had scanned its share")
                 if kind == _SCANNED:
                     yield payload
                 else:  # _KEPT
@@ -117,8 +125,7 @@ class ShareWorkers:
         written, reported = 0, time.monotonic()
         while running:
             for conn in wait(list(running), timeout=WAIT_SECONDS):
-                kind, payload = _received(conn, running[conn], WritingFailed, "while writing its share of the sync; "
-                                          "the next run settles what it committed")
+                kind, payload = received(conn, running[conn], WritingFailed, "worker process", WHILE_WRITING)
                 written += payload
                 if kind == _DONE:
                     del running[conn]
@@ -136,26 +143,12 @@ class ShareWorkers:
             self._exits.close()
 
 
-def _received(conn: Connection, process: BaseProcess, failure: type[Exception], when: str) -> tuple[str, Any]:
-    """The worker's next message; raises `failure` if it failed or died."""
-    try:
-        kind, payload = conn.recv()
-    except (EOFError, ConnectionResetError):  # (reset: it died with a message of the sync's unread)
-        raise failure(died(process, "worker process", when)) from None
-    if kind == _FAILED:
-        raise failure(payload)
-    return kind, payload
-
-
-
-
-
 @collecting_rarely
 def _scan_then_write(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, job: WriteJob, turn: Any,
                      conn: Connection) -> None:
     """A worker: scan its part (map, keep, tell the sync what it must see), wait for the verdict,
     write what it kept but the rejected records."""
-    kept = SyncPlan(spill_in_memory_bytes=KEPT_IN_MEMORY_BYTES)  # only its spill is used
+    kept = Spill(KEPT_IN_MEMORY_BYTES)
     writer = None
     try:
         preview = _scan(part, RecordMapper(spec, max_record_bytes=max_record_bytes), kept, conn)
@@ -163,13 +156,13 @@ def _scan_then_write(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, jo
         kind, rejected = conn.recv()
         assert kind == _WRITE
         writer = ChunkWriter(job, turn)
-        for chunk in records_in_chunks(kept.spilled_blocks(), rejected, job.chunk_size):
+        for chunk in records_in_chunks(kept.blocks(), rejected, job.chunk_size):
             conn.send((_WROTE, writer.write(chunk)))
         conn.send((_DONE, 0))
     except EOFError:  # the sync stopped listening (it failed, or decided not to write): nothing to say
         pass
-    except BaseException as error:  # sent as text: any exception, even one that does not pickle
-        conn.send((_FAILED, f"{str(error) or type(error).__name__} (in worker process {os.getpid()})"))
+    except BaseException as error:
+        conn.send(failed(error, "worker process"))
     finally:
         kept.close()
         if writer is not None:
@@ -177,7 +170,7 @@ def _scan_then_write(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, jo
         conn.close()
 
 
-def _scan(part: ModelDelta, mapper: RecordMapper, kept: SyncPlan, conn: Connection) -> list[MappedRecord]:
+def _scan(part: ModelDelta, mapper: RecordMapper, kept: Spill, conn: Connection) -> list[MappedRecord]:
     """Map the part's rows, keep every record, send each chunk's rows the scan must see; returns
     the first records kept. A first sync: every record is new to the sync."""
     preview: list[MappedRecord] = []
@@ -193,7 +186,7 @@ def _scan(part: ModelDelta, mapper: RecordMapper, kept: SyncPlan, conn: Connecti
             else:
                 unseen += 1
             if isinstance(outcome, MappedRecord):
-                kept.keep_to_write(outcome, True, delta_row.fingerprint)
+                kept.keep(outcome, True, delta_row.fingerprint)
                 if len(preview) < PREVIEW_RECORDS:
                     preview.append(outcome)
         conn.send((_SCANNED, (unseen, seen_rows, seen_outcomes)))

@@ -24,7 +24,14 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from orchestration.config.specs import SyncSpec
 from orchestration.sync.mapping import MappedRecord, RecordMapper, RowRejected
-from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, died, process_context, stop_processes
+from orchestration.sync.processes import (
+    WAIT_SECONDS,
+    collecting_rarely,
+    failed,
+    received,
+    start_processes,
+    stop_processes,
+)
 from orchestration.sync.warehouse import DeltaRow, ModelDelta
 
 Outcome = MappedRecord | RowRejected  # a row's record, or why it has none
@@ -32,7 +39,6 @@ Chunk = TypeVar("Chunk")
 MappedChunk = tuple[list[DeltaRow], list[Outcome]]  # a delta's chunk, and the outcome of each row it has
 
 _DONE = "done"
-_FAILED = "failed"
 
 
 class MappingFailed(RuntimeError):
@@ -90,17 +96,10 @@ def mapped_in_workers(delta: SplittableDelta, mapper: RecordMapper, *, workers: 
                       on_wait: Callable[[], None] | None = None) -> Iterator[Iterator[MappedChunk]]:
     """The delta's chunks with their outcomes (as `mapped_inline` gives them, in another order),
     read and mapped by `workers` processes; leaving the block stops them."""
-    context = process_context()
     with delta.split(workers, on_wait) as parts:
-        started: dict[Connection, BaseProcess] = {}
+        started = start_processes(_work, [(part, mapper.spec, mapper.max_record_bytes, hashed) for part in parts],
+                                  "larder-mapping", duplex=False)
         try:
-            for index, part in enumerate(parts):
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_work, args=(part, mapper.spec, mapper.max_record_bytes, hashed, sender),
-                                          name=f"larder-mapping-{index}", daemon=True)
-                process.start()
-                sender.close()  # the worker holds the only sending end: its death reads as the end of the pipe
-                started[receiver] = process
             yield _collect(dict(started))
         finally:
             stop_processes(started)
@@ -114,20 +113,12 @@ def _collect(running: dict[Connection, BaseProcess]) -> Iterator[MappedChunk]:
         if not ready:
             yield [], []  # nothing yet: the scan reports progress (and keeps its lease) meanwhile
         for receiver in ready:
-            try:
-                kind, payload = receiver.recv()
-            except EOFError:
-                raise MappingFailed(_died(running[receiver])) from None
+            kind, payload = received(receiver, running[receiver], MappingFailed, "mapping worker",
+                                     "before it had read its part of the model")
             if kind == _DONE:
                 del running[receiver]
-            elif kind == _FAILED:
-                raise MappingFailed(payload)
             else:
                 yield payload
-
-
-def _died(process: BaseProcess) -> str:
-    return died(process, "mapping worker", "before it had read its part of the model")
 
 
 @collecting_rarely
@@ -139,8 +130,8 @@ def _work(part: ModelDelta, spec: SyncSpec, max_record_bytes: int, hashed: bool,
         for chunk, outcomes in mapped_inline(part, present_rows, mapper, hashed=hashed):
             sender.send(("chunk", (_keep_needed_rows(chunk, outcomes), outcomes)))
         sender.send((_DONE, None))
-    except BaseException as error:  # sent as text: any exception, even one that does not pickle
-        sender.send((_FAILED, f"{str(error) or type(error).__name__} (in mapping worker {os.getpid()})"))
+    except BaseException as error:
+        sender.send(failed(error, "mapping worker"))
     finally:
         sender.close()
 

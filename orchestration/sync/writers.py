@@ -31,13 +31,23 @@ from orchestration.sync.apply import CollectionLayout, commit_prepared, do_cache
 from orchestration.sync.diff import records_in_chunks
 from orchestration.sync.lease import CollectionLease
 from orchestration.sync.mapping import MappedRecord
-from orchestration.sync.processes import WAIT_SECONDS, collecting_rarely, died, process_context, stop_processes
+from orchestration.sync.processes import (
+    WAIT_SECONDS,
+    collecting_rarely,
+    died,
+    failed,
+    process_context,
+    received,
+    start_processes,
+    stop_processes,
+)
 
 # How often the sync hears how many records the writers wrote (and records it in the run).
 PROGRESS_SECONDS = 1.0
 _WANT = "want"  # a writer asks for a block, and says how many records it wrote since it last asked
 _DONE = "done"
-_FAILED = "failed"
+# What a writing process that died was doing (a failure message ends with it).
+WHILE_WRITING = "while writing its share of the sync; the next run settles what it committed"
 
 
 class WritingFailed(RuntimeError):
@@ -100,17 +110,9 @@ def write_in_processes(blocks: Iterator[bytes], job: WriteJob, rejected: frozens
     scan rejected after it had spilled their records) with `workers` processes; returns how many.
     `on_progress` hears the running total about once a second, between two commits (it may write
     to the state store: the run's heartbeat), and at the end."""
-    context = process_context()
-    turn = context.Lock()
-    started: dict[Connection, BaseProcess] = {}
+    turn = process_context().Lock()
+    started = start_processes(_write_share, [(job, rejected, turn)] * workers, "larder-writer")
     try:
-        for index in range(workers):
-            receiver, sender = context.Pipe()
-            process = context.Process(target=_write_share, args=(job, rejected, turn, sender),
-                                      name=f"larder-writer-{index}", daemon=True)
-            process.start()
-            sender.close()  # the writer holds the only other end: its death reads as the end of the pipe
-            started[receiver] = process
         return _serve(blocks, dict(started), turn, on_progress)
     finally:
         stop_processes(started)  # after a failure: a writer's committed chunks are journaled
@@ -122,12 +124,7 @@ def _serve(blocks: Iterator[bytes], running: dict[Connection, BaseProcess], turn
     written, reported = 0, time.monotonic()
     while running:
         for conn in wait(list(running), timeout=WAIT_SECONDS):
-            try:
-                kind, payload = conn.recv()
-            except (EOFError, ConnectionResetError):  # (reset: it died with a block of the sync's unread)
-                raise WritingFailed(_died(running[conn])) from None
-            if kind == _FAILED:
-                raise WritingFailed(payload)
+            kind, payload = received(conn, running[conn], WritingFailed, "writer process", WHILE_WRITING)
             written += payload
             if kind == _DONE:
                 del running[conn]
@@ -135,7 +132,7 @@ def _serve(blocks: Iterator[bytes], running: dict[Connection, BaseProcess], turn
                 try:
                     conn.send_bytes(next(blocks, b""))  # an empty block: there is no more
                 except (BrokenPipeError, ConnectionResetError):  # it asked, then died
-                    raise WritingFailed(_died(running[conn])) from None
+                    raise WritingFailed(died(running[conn], "writer process", WHILE_WRITING)) from None
         if time.monotonic() - reported >= PROGRESS_SECONDS and report_between_commits(turn, on_progress, written):
             reported = time.monotonic()
     on_progress(written)
@@ -152,10 +149,6 @@ def report_between_commits(turn: Any, on_progress: Callable[[int], None], writte
     finally:
         turn.release()
     return True
-
-
-def _died(process: BaseProcess) -> str:
-    return died(process, "writer process", "while writing its share of the sync; the next run settles what it committed")
 
 
 @collecting_rarely
@@ -179,8 +172,8 @@ def _write_share(job: WriteJob, rejected: frozenset[str], turn: Any, conn: Conne
         for chunk in records_in_chunks(asked_blocks(), rejected, job.chunk_size):
             written += writer.write(chunk)
         conn.send((_DONE, written))
-    except BaseException as error:  # sent as text: any exception, even one that does not pickle
-        conn.send((_FAILED, f"{str(error) or type(error).__name__} (in writer process {os.getpid()})"))
+    except BaseException as error:
+        conn.send(failed(error, "writer process"))
     finally:
         if writer is not None:
             writer.close()
