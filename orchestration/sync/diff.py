@@ -52,6 +52,50 @@ class Verdict(Enum):
     REJECTED = "rejected"  # its rows are counted in SyncPlan.rejected
 
 
+class Spill:
+    """Records to write, in blocks of plain tuples in a temporary file (held in memory up to
+    `in_memory_bytes`), so memory stays flat however many there are."""
+
+    def __init__(self, in_memory_bytes: int = SPILL_IN_MEMORY_BYTES):
+        self._in_memory_bytes = in_memory_bytes
+        self._file: Any = None
+        self._spilled = 0
+        self._pending: list[tuple] = []
+
+    def __len__(self) -> int:
+        return self._spilled + len(self._pending)
+
+    def keep(self, record: MappedRecord, is_new: bool, row_hash: int) -> None:
+        if self._file is None:
+            self._file = tempfile.SpooledTemporaryFile(max_size=self._in_memory_bytes, mode="w+b")
+        self._pending.append((record.pk, record.body, row_hash, record.index_values, is_new))
+        if len(self._pending) >= SPILL_BATCH:
+            self._flush()
+
+    def blocks(self) -> Iterator[bytes]:
+        """The records kept, as blocks that `spilled_records` reads."""
+        if self._file is None:
+            return
+        self._flush()
+        self._file.seek(0)
+        while header := self._file.read(SPILL_HEADER.size):
+            yield self._file.read(SPILL_HEADER.unpack(header)[0])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _flush(self) -> None:
+        # A batch of plain tuples per marshal call: C speed both ways, nothing re-encoded.
+        if self._pending:
+            blob = marshal.dumps(self._pending)
+            self._file.write(SPILL_HEADER.pack(len(blob)))
+            self._file.write(blob)
+            self._spilled += len(self._pending)
+            self._pending = []
+
+
 @dataclass
 class SyncPlan:
     """What a run will write: changed records (spilled), removed keys and the counts."""
@@ -67,12 +111,9 @@ class SyncPlan:
     # the second one came): `fill_sample_rows` finds them after the scan.
     samples_missing_rows: dict[str, list[int]] = field(default_factory=dict)
     first_sync: bool = False  # the sync had no snapshot: every record it writes is new to it
-    spill_in_memory_bytes: int = SPILL_IN_MEMORY_BYTES  # how much of the spill stays in memory
     # The worker processes that hold the records to write, when they scanned (shares.ShareWorkers).
     shares: Any = None
-    _spill: Any = None
-    _spilled: int = 0
-    _pending: list[tuple] = field(default_factory=list)
+    _spill: Spill = field(default_factory=Spill)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -97,41 +138,21 @@ class SyncPlan:
     @property
     def records_to_write(self) -> int:
         """How many records `changed_records` gives, at most (rows rejected later are in the count)."""
-        return self._spilled + len(self._pending)
+        return len(self._spill)
 
     def spilled_blocks(self) -> Iterator[bytes]:
         """The records to write as the spill holds them: blocks that `spilled_records` reads."""
-        if self._spill is None:
-            return
-        self._flush_spill()
-        self._spill.seek(0)
-        while header := self._spill.read(SPILL_HEADER.size):
-            yield self._spill.read(SPILL_HEADER.unpack(header)[0])
+        return self._spill.blocks()
+
+    def keep_to_write(self, record: MappedRecord, is_new: bool, row_hash: int) -> None:
+        """Add a record to those `changed_records` gives."""
+        self._spill.keep(record, is_new, row_hash)
 
     def close(self) -> None:
         if self.shares is not None:
             self.shares.close()
             self.shares = None
-        if self._spill is not None:
-            self._spill.close()
-            self._spill = None
-
-    def keep_to_write(self, record: MappedRecord, is_new: bool, row_hash: int) -> None:
-        """Add a record to those `changed_records` gives (spilled to the temporary file in batches)."""
-        if self._spill is None:
-            self._spill = tempfile.SpooledTemporaryFile(max_size=self.spill_in_memory_bytes, mode="w+b")
-        self._pending.append((record.pk, record.body, row_hash, record.index_values, is_new))
-        if len(self._pending) >= SPILL_BATCH:
-            self._flush_spill()
-
-    def _flush_spill(self) -> None:
-        # A batch of plain tuples per marshal call: C speed both ways, nothing re-encoded.
-        if self._pending:
-            blob = marshal.dumps(self._pending)
-            self._spill.write(SPILL_HEADER.pack(len(blob)))
-            self._spill.write(blob)
-            self._spilled += len(self._pending)
-            self._pending = []
+        self._spill.close()
 
 
 def spilled_records(block: bytes, rejected: Collection[str]) -> list[MappedRecord]:

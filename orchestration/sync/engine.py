@@ -338,12 +338,15 @@ def _planned(services: Services, sql: str, mapper: RecordMapper, snapshot: Itera
     if delta is None:
         return plan_sync(warehouse.iter_chunks(sql, defaults.chunk_size), mapper, state.snapshot(spec.name), **options)
 
+    def waiting() -> None:  # while workers' deltas split: the run reports progress, and keeps its lease
+        progress({})
+
     @functools.cache
     def large() -> bool:  # (a count of the model: asked only when every row is to be mapped, once)
         return isinstance(delta, SplittableDelta) and warehouse.count(sql) >= defaults.parallel_min_rows
 
     if job is not None and first_sync and large():
-        shares = ShareWorkers(delta, mapper, job, workers=_write_workers(services), on_wait=lambda: progress({})).start()
+        shares = ShareWorkers(delta, mapper, job, workers=_write_workers(services), on_wait=waiting).start()
         try:
             plan = plan_scanned(shares.scanned(), mapper, max_samples=spec.rejections.samples, progress=progress)
         except BaseException:
@@ -354,7 +357,7 @@ def _planned(services: Services, sql: str, mapper: RecordMapper, snapshot: Itera
     previous_bodies = lambda pks: state.sync_fields_of(spec.name, pks)  # noqa: E731
     workers = defaults.sync_workers or default_workers()
     if workers > 1 and (first_sync or full_resync) and large():
-        with mapped_in_workers(delta, mapper, workers=workers, hashed=False, on_wait=lambda: progress({})) as mapped:
+        with mapped_in_workers(delta, mapper, workers=workers, hashed=False, on_wait=waiting) as mapped:
             return plan_delta(delta, mapper, previous_bodies=previous_bodies, mapped=mapped, **options)
     return plan_delta(delta, mapper, previous_bodies=previous_bodies, **options)
 

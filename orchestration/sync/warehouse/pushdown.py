@@ -118,23 +118,23 @@ class KeyedDelta:
         queries = -(-wanted // self._dialect.keys_per_fetch) + (null_keys > 0)
         return wanted + null_keys <= self.by_key_max_share * rows and queries <= self.by_key_max_queries
 
-    def _load(self, connection, duck, spill: str, temporary: bool = True) -> Iterator[list[DeltaRow]]:
-        """The snapshot into `larder_snapshot`, (k0…kn, fingerprint) of every row into `larder_keys`.
+    def _load(self, connection, duck, spill: str) -> Iterator[list[DeltaRow]]:
+        """The snapshot into `larder_snapshot`, (k0…kn, fingerprint) of every row into `larder_keys`
+        (tables of `duck`, not temporary: in memory, or in the file the parts of a split read).
         A driver that copies writes the keys as CSV to a file, in a thread, while the snapshot loads
         (the warehouse hashes on its own cores meanwhile); else keys are streamed in batches."""
         width = len(self._keys)
         names = [f"k{i}" for i in range(width)]
-        duck.execute(f"create {'temp ' if temporary else ''}table larder_keys "
-                     f"({', '.join(f'{n} varchar' for n in names)}, fp bigint)")
+        duck.execute(f"create table larder_keys ({', '.join(f'{n} varchar' for n in names)}, fp bigint)")
         query = f"select {', '.join(self._keys)}, {self._fingerprint} from ({self._sql}) as larder_model"
         if not self._dialect.copies_csv:
-            self.snapshot_size = load_snapshot(duck, self._snapshot, temporary=temporary)
+            self.snapshot_size = load_snapshot(duck, self._snapshot, temporary=False)
             yield from self._stream_keys(connection, duck, query, names)
             return
         path = os.path.join(spill, "keys.csv")
         with ThreadPoolExecutor(1, thread_name_prefix="larder-keys") as pool:
             copied = pool.submit(self._copy, connection, query, path)
-            self.snapshot_size = load_snapshot(duck, self._snapshot, temporary=temporary)
+            self.snapshot_size = load_snapshot(duck, self._snapshot, temporary=False)
             while not _done(copied, PROGRESS_SECONDS):
                 yield []
         types = ", ".join([*(f"'{n}': 'VARCHAR'" for n in names), "'fp': 'BIGINT'"])
@@ -161,7 +161,7 @@ class KeyedDelta:
             if progress.due():
                 yield []
 
-    def _mark_wanted(self, duck, temporary: bool = True) -> tuple[int, int, int]:
+    def _mark_wanted(self, duck) -> tuple[int, int, int]:
         """`larder_wanted (pk, previous, shared, fp)`: the primary keys whose rows need mapping, as
         the DuckDB backend decides it, with the row's fingerprint (rows are read again without it:
         when several rows have a pk, they share it, and are rejected as duplicates anyway).
@@ -174,7 +174,7 @@ class KeyedDelta:
         shared = " or ".join(f"d{i}.v is not null" for i in range(width))
         wanted = "true" if self._rewrite_all else f"s.pk is null or s.fp <> m.fp or {shared}"
         duck.execute(f"""
-            create {'temp ' if temporary else ''}table larder_wanted as
+            create table larder_wanted as
             select m.k0 as pk, any_value(s.fp) as previous, bool_or({shared}) as shared, any_value(m.fp) as fp,
                    count(*) as n
             from larder_keys as m left join larder_snapshot as s on m.k0 = s.pk
@@ -249,10 +249,10 @@ class SplitKeyedDelta(KeyedDelta):
             path = os.path.join(folder, "delta.duckdb")
             with duckdb.connect(path, config={"temp_directory": folder, "memory_limit": DUCKDB_MEMORY}) as duck:
                 duck.execute("set enable_progress_bar = false")
-                for _ in self._load(connection, duck, folder, temporary=False):
+                for _ in self._load(connection, duck, folder):
                     if on_wait is not None:
                         on_wait()
-                self._mark_wanted(duck, temporary=False)
+                self._mark_wanted(duck)
             view = self._dialect.export_snapshot(connection)
             yield [KeyedPart(self._warehouse.url, self._row_query(self._part_filter(index, parts)), path, view,
                              self._chunk_size, gone=index == 0)
