@@ -49,12 +49,11 @@ def used_processes(monkeypatch) -> dict[str, list[int]]:
 
 
 @pytest.fixture(params=sorted(WAYS))
-def warehouse(request, project_factory, duckdb_url, memcached) -> SyncHarness:
+def warehouse(request) -> SyncHarness:
     """The harness on a DuckDB model, a Postgres one (both written in shares), a MariaDB one (by writers)."""
-    h = SyncHarness(project_factory, duckdb_url, {"main": [memcached.server]}, db=make_warehouse_db(request, request.param))
+    h = _on(request.param, request)
     h.way = WAYS[request.param]
-    yield h
-    h.close()
+    return h
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -254,6 +253,7 @@ def test_writing_processes_come_from_a_process_that_runs_no_thread_of_the_sync(w
 
 
 def _on(kind: str, request) -> SyncHarness:
+    """The harness on a warehouse of `kind`, closed after the test."""
     h = SyncHarness(request.getfixturevalue("project_factory"), request.getfixturevalue("duckdb_url"),
                     {"main": [request.getfixturevalue("memcached").server]}, db=make_warehouse_db(request, kind))
     request.addfinalizer(h.close)
