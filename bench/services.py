@@ -33,6 +33,7 @@ class ProcessRun:
     stdout: str
     stderr: str
     max_tree_rss_mb: float = 0.0  # the largest sum over its process tree, sampled (see run_measured)
+    max_tree_pss_mb: float = 0.0  # the same with shared pages divided among the processes sharing them
 
     def check(self, what: str) -> ProcessRun:
         if self.returncode != 0:
@@ -47,7 +48,9 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
     this process's peak too (Linux carries a forked memory's high-water mark across exec), and
     the benchmark's own process holds DuckDB data. Without it, wait4's figure is an upper bound.
     Every 0.1 s the RSS of the command's whole process tree (its worker processes included) is
-    summed: an upper bound of what the tree holds, as pages the workers share count once each.
+    summed: an upper bound of what the tree holds, as pages the processes share (the libraries, what
+    the fork server had loaded) count once in each. The PSS is summed too, each shared page divided
+    among the processes that share it: what the tree holds.
     """
     out_path, err_path, rss_path = cwd / ".run.stdout", cwd / ".run.stderr", cwd / ".run.maxrss"
     rss_path.unlink(missing_ok=True)
@@ -56,13 +59,14 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
         process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=out, stderr=err)
-        deadline, sampled, tree_kb = started + timeout, 0.0, 0
+        deadline, sampled, tree_kb, tree_pss_kb = started + timeout, 0.0, 0, 0
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - sampled >= 0.1:
-                tree_kb, sampled = max(tree_kb, _tree_rss_kb(process.pid)), time.monotonic()
+                rss_kb, pss_kb = _tree_memory_kb(process.pid)
+                tree_kb, tree_pss_kb, sampled = max(tree_kb, rss_kb), max(tree_pss_kb, pss_kb), time.monotonic()
             if time.monotonic() > deadline:
                 process.kill()
                 pid, status, usage = os.wait4(process.pid, 0)
@@ -79,23 +83,33 @@ def run_measured(command: Sequence[str], *, env: dict[str, str], cwd: Path, time
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
         max_tree_rss_mb=max(tree_kb, max_rss_kb) / 1024,
+        max_tree_pss_mb=tree_pss_kb / 1024,
     )
 
 
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def _tree_rss_kb(root: int) -> int:
-    """The RSS of `root` and every process under it, in kilobytes (0 for any gone meanwhile)."""
-    total, pending = 0, [root]
+def _tree_memory_kb(root: int) -> tuple[int, int]:
+    """The RSS and the PSS of `root` and every process under it, summed, in kilobytes (a process
+    gone meanwhile counts 0)."""
+    rss, pss, pending = 0, 0, [root]
     while pending:
         pid = pending.pop()
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
+            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
+            pss += _pss_kb(pid)
             pending += _children(pid)
         except (OSError, ValueError, IndexError):
             continue
-    return total
+    return rss, pss
+
+
+def _pss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
 
 
 def bench_memcached(memory_mb: int) -> MemcachedProcess:

@@ -9,8 +9,10 @@ shows whether memory grows with the row count.
 A large first sync is read, mapped and written by worker processes, each its own share
 (defaults.write_workers), and a full resync may map in workers (defaults.sync_workers): the peak
 RSS reported is that of the largest process of the sync's tree (wait4's) and, beside it, the
-largest sum of the RSS of the whole tree, sampled every 0.1 s from /proc while it runs (each worker
-holds its own copy of what it touched of the interpreter, and a chunk or two of records).
+largest sums of the RSS and of the PSS of the whole tree, sampled every 0.1 s from /proc while it
+runs. The RSS sum counts the pages processes share (the libraries, what the fork server loaded) once
+in each; the PSS divides them among their sharers: what the tree holds, which the memory target
+is judged on (or the largest process, if larger).
 
 The Postgres section generates the same model (same records) into a Postgres schema and runs the
 same three steps of the plain variant, beside a full sync of the DuckDB model of the same size in
@@ -72,9 +74,11 @@ def run_sync_bench(sizes: SyncSizes, *, log=print) -> dict[str, Any]:
             "rows_small": quarter,
             "peak_rss_mb_small": small["peak_rss_mb"],
             "peak_tree_rss_mb_small": small["peak_tree_rss_mb"],
+            "peak_tree_pss_mb_small": small["peak_tree_pss_mb"],
             "rows_large": sizes.rows,
             "peak_rss_mb_large": large["peak_rss_mb"],
             "peak_tree_rss_mb_large": large["peak_tree_rss_mb"],
+            "peak_tree_pss_mb_large": large["peak_tree_pss_mb"],
             "growth": round(large["peak_rss_mb"] / small["peak_rss_mb"], 2),
         },
     }
@@ -143,7 +147,7 @@ def _variant_runs(variant: str, liquid: bool, rows: int, sizes: SyncSizes, *, st
             last = results[-1]
             log(f"sync: {variant:8} {step:10} {rows:>9,} rows: {last['seconds']:6.1f} s "
                 f"({last['rows_per_second']:,.0f} rows/s), peak RSS {last['peak_rss_mb']:.0f} MB "
-                f"(process tree {last['peak_tree_rss_mb']:.0f} MB), "
+                f"(process tree {last['peak_tree_rss_mb']:.0f} MB, PSS {last['peak_tree_pss_mb']:.0f} MB), "
                 f"written {last['counts'].get('written', 0):,}")
     return results
 
@@ -163,5 +167,6 @@ def _result(variant: str, step: str, rows: int, run: ProcessRun) -> dict[str, An
         "rows_per_second": round(rows / max(seconds, 0.05)),
         "peak_rss_mb": round(run.max_rss_mb, 1),
         "peak_tree_rss_mb": round(run.max_tree_rss_mb, 1),
+        "peak_tree_pss_mb": round(run.max_tree_pss_mb, 1),
         "counts": counts,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from dataclasses import replace
 
 import pytest
@@ -65,7 +66,7 @@ def test_results_are_written_as_json_and_png_with_every_target(tmp_path, sync_re
 
     assert json.loads(latest.read_text())["targets"] == results["targets"]
     assert (tmp_path / "latest.png").stat().st_size > 0
-    assert {t["target"] for t in results["targets"]} >= {"sync 1M plain full", "sync peak RSS"}
+    assert {t["target"] for t in results["targets"]} >= {"sync 1M plain full", "sync peak memory"}
 
 
 def test_profile_summary_ranks_functions_by_own_and_total_samples(tmp_path):
@@ -92,3 +93,26 @@ def test_a_measured_run_sums_the_memory_of_its_process_tree(tmp_path):
     run = services.run_measured([sys.executable, "-c", parent], env=dict(os.environ), cwd=tmp_path, timeout=60)
     assert 150 < run.check("a parent and its children").max_rss_mb < 250  # the largest process of the tree
     assert run.max_tree_rss_mb > 300
+    assert run.max_tree_pss_mb > 300  # nothing shared: PSS and RSS agree
+
+
+def test_a_measured_run_counts_pages_its_processes_share_once_in_the_pss(tmp_path):
+    """A parent holding 200 MB forks two children that only read it: three RSS of 200 MB, one PSS of 200 MB."""
+    script = textwrap.dedent("""
+        import os, time
+        block = bytearray(200 * 1024 * 1024)
+        block[::4096] = b"x" * len(block[::4096])
+        children = []
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(1.5)
+                os._exit(0)
+            children.append(pid)
+        for pid in children:
+            os.waitpid(pid, 0)
+    """)
+    run = services.run_measured([sys.executable, "-c", script], env=dict(os.environ), cwd=tmp_path, timeout=60)
+    run.check("a parent and its forked children")
+    assert run.max_tree_rss_mb > 550
+    assert 190 < run.max_tree_pss_mb < 300

@@ -12,6 +12,10 @@ from typing import Any, NamedTuple, Protocol
 
 # (pk, fingerprint) of what a sync wrote, in batches: what a delta compares the model with.
 Snapshot = Iterable[list[tuple[str, int]]]
+# The most rows a part of a split delta yields per chunk: several processes read parts at once and
+# each holds about two chunks' rows and records (at 10,000 rows of 400 B, 100 MB), so a part reads
+# fewer at a time than the sync's chunk_size.
+PART_CHUNK_ROWS = 2_000
 
 
 class WarehouseError(RuntimeError):

@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import sqlalchemy as sa
 
-from orchestration.sync.warehouse.base import DeltaRow, Duplicates, Snapshot, Warehouse, WarehouseError
-from orchestration.sync.warehouse.pushdown import load_snapshot
+from orchestration.sync.warehouse.base import PART_CHUNK_ROWS, DeltaRow, Duplicates, Snapshot, Warehouse, WarehouseError
+from orchestration.sync.warehouse.pushdown import DUCKDB_MEMORY, load_snapshot
 
 # Leaf types whose JSON text (DuckDB's to_json) parses back to exactly the value DuckDB's own
 # Python conversion gives. A STRUCT or LIST made only of them is fetched as JSON and parsed by
@@ -25,6 +26,7 @@ from orchestration.sync.warehouse.pushdown import load_snapshot
 _JSON_EXACT_LEAVES = frozenset({
     "varchar", "boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger",
 })
+SHARED_VALUES_PER_FETCH = 100_000  # key values more than one row has, moved into a split's file per step
 
 
 class DuckDBWarehouse(Warehouse):
@@ -130,19 +132,43 @@ class DuckDBDelta:
 
     @contextmanager
     def split(self, parts: int, on_wait: Callable[[], None] | None = None) -> Iterator[list[DuckDBDelta]]:
-        """(`on_wait` is not called: DuckDB reads the snapshot as fast as the state gives it.)"""
+        """The snapshot, and the key values more than one of the model's rows has, go once into a
+        temporary DuckDB file that every part attaches. (`on_wait` is not called: DuckDB reads the
+        snapshot as fast as the state gives it.)"""
         with tempfile.TemporaryDirectory(prefix="larder-snapshot-") as folder:
             path = os.path.join(folder, "snapshot.duckdb")
             with duckdb.connect(path) as conn:
                 self.snapshot_size = load_snapshot(conn, self._snapshot, temporary=False)
+            self._write_shared_values(path)
             yield [
                 DuckDBDelta(self._warehouse, self._sql, self._index_columns, self._source_columns, path, self._salt,
-                            self._rewrite_all, self._chunk_size, part=(index, parts))
+                            self._rewrite_all, min(self._chunk_size, PART_CHUNK_ROWS), part=(index, parts))
                 for index in range(parts)
             ]
 
+    def _write_shared_values(self, path: str) -> None:
+        """`larder_shared_{i} (v)` in the file at `path`: the values of index column i that more than
+        one row has. Counted once here, before the parts start, rather than in every part: each
+        would hold a table of every key value of the model meanwhile."""
+        model = f"select * from ({self._sql}) as larder_model"
+        with self._warehouse._connect() as conn, duckdb.connect(path) as split:
+            for i, expr in enumerate(self._key_texts()):
+                split.execute(f"create table larder_shared_{i} (v varchar)")
+                result = _run(conn, f"select {expr} as v from ({model}) as model group by 1 having count(*) > 1")
+                while batch := result.fetchmany(SHARED_VALUES_PER_FETCH):
+                    split.register("larder_shared_batch", {"v": np.array([v for v, in batch], dtype=object)})
+                    split.execute(f"insert into larder_shared_{i} select v from larder_shared_batch")
+                    split.unregister("larder_shared_batch")
+
+    def _key_texts(self) -> list[str]:
+        """Each index column as the text its key values are compared by."""
+        return [f"nullif(cast({_quote(c)} as varchar), '')" for c in self._index_columns]
+
     def __iter__(self) -> Iterator[list[DeltaRow]]:
-        with self._warehouse._connect() as conn:
+        with self._warehouse._connect() as conn, tempfile.TemporaryDirectory(prefix="larder-delta-") as spill:
+            # The snapshot's join table grows with the collection: past DUCKDB_MEMORY it goes to disk.
+            conn.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")
+            conn.execute(f"set temp_directory = '{_literal(spill)}'")
             if self._part is None:
                 self.snapshot_size = load_snapshot(conn, self._snapshot)
             else:  # one of several processes, a thread each: together they use every core, not more
@@ -158,14 +184,18 @@ class DuckDBDelta:
 
     def _query(self, as_json: Sequence[str]) -> str:
         """One pass: the model (keys computed) full-joined with the snapshot, plus the sets of key
-        values more than one row has. The model is not materialized, so memory stays flat.
+        values more than one row has (a part reads them from the split's file). The model is not materialized, so memory stays flat.
         The `as_json` columns come as JSON text (see _nested_as_json)."""
-        text = [f"nullif(cast({_quote(c)} as varchar), '')" for c in self._index_columns]
+        text = self._key_texts()
         keys = ", ".join(f"{expr} as __larder_k{i}" for i, expr in enumerate(text))
         fingerprint = f"(hash({', '.join(map(_quote, self._source_columns))}, $1::varchar) >> 1)::bigint"
-        shared_joins = "\n".join(
-            f"left join (select {expr} as v from model group by 1 having count(*) > 1) as d{i} on m.__larder_k{i} = d{i}.v"
+        shared_values = [
+            f"larder_snapshot_file.larder_shared_{i}" if self._part is not None
+            else f"(select {expr} as v from model group by 1 having count(*) > 1)"
             for i, expr in enumerate(text)
+        ]
+        shared_joins = "\n".join(
+            f"left join {values} as d{i} on m.__larder_k{i} = d{i}.v" for i, values in enumerate(shared_values)
         )
         shared = " or ".join(f"d{i}.v is not null" for i in range(len(text)))
         replace = f"replace ({', '.join(f'to_json(m.{_quote(c)}) as {_quote(c)}' for c in as_json)})" if as_json else ""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import numpy as np
 
-from orchestration.sync.warehouse.base import DeltaRow, Snapshot
+from orchestration.sync.warehouse.base import PART_CHUNK_ROWS, DeltaRow, Snapshot
 
 if TYPE_CHECKING:
     from orchestration.sync.warehouse.sqlalchemy import SqlWarehouse
@@ -255,7 +255,7 @@ class SplitKeyedDelta(KeyedDelta):
                 self._mark_wanted(duck)
             view = self._dialect.export_snapshot(connection)
             yield [KeyedPart(self._warehouse.url, self._row_query(self._part_filter(index, parts)), path, view,
-                             self._chunk_size, gone=index == 0)
+                             min(self._chunk_size, PART_CHUNK_ROWS), gone=index == 0)
                    for index in range(parts)]
 
     def _part_filter(self, index: int, parts: int) -> str:
