@@ -184,8 +184,9 @@ class DuckDBDelta:
 
     def _query(self, as_json: Sequence[str]) -> str:
         """One pass: the model (keys computed) full-joined with the snapshot, plus the sets of key
-        values more than one row has (a part reads them from the split's file). The model is not materialized, so memory stays flat.
-        The `as_json` columns come as JSON text (see _nested_as_json)."""
+        values more than one row has (a part reads them from the split's file). The model is not
+        materialized, so memory stays flat. The `as_json` columns come as JSON text (see
+        _nested_as_json)."""
         text = self._key_texts()
         keys = ", ".join(f"{expr} as __larder_k{i}" for i, expr in enumerate(text))
         fingerprint = f"(hash({', '.join(map(_quote, self._source_columns))}, $1::varchar) >> 1)::bigint"
