@@ -64,10 +64,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                             "{:.0f} MB" + f" (process tree's PSS, workers included; largest process {peak:.0f} MB, "
                                           f"tree's RSS summed {tree:.0f} MB)"))
         flat = sync["rss_flatness"]
+        # Judged on what the whole tree holds, as the memory target is; the largest process beside it.
+        growth = flat.get("tree_pss_growth", flat["growth"])
         rows.append(_target(
-            f"sync RSS flat ({flat['rows_small']:,} → {flat['rows_large']:,} rows)", "growth ≤ 1.25×",
-            flat["growth"], flat["growth"] <= 1.25,
-            f"{flat['peak_rss_mb_small']:.0f} → {flat['peak_rss_mb_large']:.0f} MB ({{:.2f}}×)"))
+            f"sync memory flat ({flat['rows_small']:,} → {flat['rows_large']:,} rows)", "growth ≤ 1.25×",
+            growth, growth <= 1.25,
+            f"process tree's PSS {flat.get('peak_tree_pss_mb_small', 0):.0f} → "
+            f"{flat.get('peak_tree_pss_mb_large', 0):.0f} MB ({{:.2f}}×); largest process "
+            f"{flat['peak_rss_mb_small']:.0f} → {flat['peak_rss_mb_large']:.0f} MB ({flat['growth']:.2f}×)"))
     postgres = results.get("postgres_sync")
     if postgres and "runs" in postgres:
         rows += _postgres_targets(postgres)

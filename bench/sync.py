@@ -79,7 +79,8 @@ def run_sync_bench(sizes: SyncSizes, *, log=print) -> dict[str, Any]:
             "peak_rss_mb_large": large["peak_rss_mb"],
             "peak_tree_rss_mb_large": large["peak_tree_rss_mb"],
             "peak_tree_pss_mb_large": large["peak_tree_pss_mb"],
-            "growth": round(large["peak_rss_mb"] / small["peak_rss_mb"], 2),
+            "growth": round(large["peak_rss_mb"] / small["peak_rss_mb"], 2),  # of the largest process
+            "tree_pss_growth": round(large["peak_tree_pss_mb"] / max(small["peak_tree_pss_mb"], 1), 2),
         },
     }
     if sizes.rows < TARGET_ROWS:

@@ -27,6 +27,8 @@ _JSON_EXACT_LEAVES = frozenset({
     "varchar", "boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger",
 })
 SHARED_VALUES_PER_FETCH = 100_000  # key values more than one row has, moved into a split's file per step
+# What counting them may hold of the sync's own process (its table of every key value spills past it).
+SHARED_VALUES_MEMORY = "64MB"
 
 
 class DuckDBWarehouse(Warehouse):
@@ -152,6 +154,8 @@ class DuckDBDelta:
         would hold a table of every key value of the model meanwhile."""
         model = f"select * from ({self._sql}) as larder_model"
         with self._warehouse._connect() as conn, duckdb.connect(path) as split:
+            conn.execute(f"set memory_limit = '{SHARED_VALUES_MEMORY}'")
+            conn.execute(f"set temp_directory = '{_literal(os.path.dirname(path))}'")
             for i, expr in enumerate(self._key_texts()):
                 split.execute(f"create table larder_shared_{i} (v varchar)")
                 result = _run(conn, f"select {expr} as v from ({model}) as model group by 1 having count(*) > 1")
