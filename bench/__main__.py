@@ -56,7 +56,8 @@ def run(parts, *, quick: bool, sync_rows: int | None = None, workers: int | None
     if "postgres" in parts:
         sizes = sync.POSTGRES_QUICK if quick else sync.POSTGRES_FULL
         results["postgres_sync"] = sync.run_postgres_sync_bench(
-            replace(sizes, rows=postgres_rows) if postgres_rows else sizes, log=log)
+            replace(sizes, rows=postgres_rows) if postgres_rows else sizes, log=log,
+            duckdb_runs=results.get("sync", {}).get("runs", []))
     if "freshness" in parts:
         if quick and len(parts) > 1:
             log("freshness: skipped with --quick (run --only freshness)")

@@ -80,6 +80,19 @@ def test_profile_summary_ranks_functions_by_own_and_total_samples(tmp_path):
     assert "100.0%       40  main (app.py)" in text.split("by total time")[1]
 
 
+def test_the_postgres_section_compares_with_the_sync_sections_duckdb_full_sync_of_its_size(sync_result, postgres_url):
+    """(postgres_url: Postgres is required in CI, skipped with the reason elsewhere.)"""
+    result = sync.run_postgres_sync_bench(TINY_SYNC, log=lambda _line: None, duckdb_runs=sync_result["runs"])
+
+    steps = [(r["variant"], r["step"]) for r in result["runs"]]
+    assert steps == [("duckdb", "full"), ("postgres", "full"), ("postgres", "no change"), ("postgres", "1% changed")]
+    duckdb_full = next(r for r in sync_result["runs"] if (r["variant"], r["step"]) == ("plain", "full"))
+    assert result["runs"][0]["seconds"] == duckdb_full["seconds"]  # reused, not measured again
+    written = [r["counts"]["written"] for r in result["runs"][1:]]
+    assert written == [400, 0, 4]
+    assert result["full_vs_duckdb"] == round(result["runs"][1]["seconds"] / max(duckdb_full["seconds"], 0.05), 2)
+
+
 def test_command_line_accepts_its_options():
     args = bench_main._parser().parse_args(["--only", "sync", "--quick", "--sync-rows", "1000"])
     assert args.only == ["sync"] and args.quick and args.sync_rows == 1000
