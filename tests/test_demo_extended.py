@@ -27,7 +27,8 @@ SKIPPED = shutil.ignore_patterns(".venv", ".larder", "target", "logs", "__pycach
 DEMO_READING_TESTS = (
     "tests/orchestration/test_demo.py", "tests/orchestration/test_definitions.py",
     "tests/orchestration/test_sensors.py", "tests/orchestration/test_triggers.py",
-    "tests/orchestration/test_webserver.py", "tests/orchestration/assets", "tests/config/test_load.py",
+    "tests/orchestration/test_webserver.py", "tests/orchestration/assets/test_checks.py",
+    "tests/orchestration/assets/test_models.py", "tests/orchestration/assets/test_syncs.py", "tests/config/test_load.py",
     "tests/config/test_changes.py", "tests/serving/test_lineage.py", "tests/serving/test_openapi.py",
     "tests/test_walking_skeleton.py",
 )
