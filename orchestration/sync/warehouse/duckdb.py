@@ -18,7 +18,7 @@ import orjson
 import sqlalchemy as sa
 
 from orchestration.sync.warehouse.base import PART_CHUNK_ROWS, DeltaRow, Duplicates, Snapshot, Warehouse, WarehouseError
-from orchestration.sync.warehouse.pushdown import DUCKDB_MEMORY, load_snapshot
+from orchestration.sync.warehouse.pushdown import DUCKDB_MEMORY, load_snapshot, shared_values
 
 # Leaf types whose JSON text (DuckDB's to_json) parses back to exactly the value DuckDB's own
 # Python conversion gives. A STRUCT or LIST made only of them is fetched as JSON and parsed by
@@ -152,13 +152,11 @@ class DuckDBDelta:
         """`larder_shared_{i} (v)` in the file at `path`: the values of index column i that more than
         one row has. Counted once here, before the parts start, rather than in every part: each
         would hold a table of every key value of the model meanwhile."""
-        model = f"select * from ({self._sql}) as larder_model"
         with self._warehouse._connect() as conn, duckdb.connect(path) as split:
-            conn.execute(f"set memory_limit = '{SHARED_VALUES_MEMORY}'")
-            conn.execute(f"set temp_directory = '{_literal(os.path.dirname(path))}'")
+            _cap_memory(conn, SHARED_VALUES_MEMORY, spill_to=os.path.dirname(path))
             for i, expr in enumerate(self._key_texts()):
                 split.execute(f"create table larder_shared_{i} (v varchar)")
-                result = _run(conn, f"select {expr} as v from ({model}) as model group by 1 having count(*) > 1")
+                result = _run(conn, shared_values(expr, f"({self._sql}) as larder_model"))
                 while batch := result.fetchmany(SHARED_VALUES_PER_FETCH):
                     split.register("larder_shared_batch", {"v": np.array([v for v, in batch], dtype=object)})
                     split.execute(f"insert into larder_shared_{i} select v from larder_shared_batch")
@@ -171,8 +169,7 @@ class DuckDBDelta:
     def __iter__(self) -> Iterator[list[DeltaRow]]:
         with self._warehouse._connect() as conn, tempfile.TemporaryDirectory(prefix="larder-delta-") as spill:
             # The snapshot's join table grows with the collection: past DUCKDB_MEMORY it goes to disk.
-            conn.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")
-            conn.execute(f"set temp_directory = '{_literal(spill)}'")
+            _cap_memory(conn, DUCKDB_MEMORY, spill_to=spill)
             if self._part is None:
                 self.snapshot_size = load_snapshot(conn, self._snapshot)
             else:  # one of several processes, a thread each: together they use every core, not more
@@ -194,13 +191,12 @@ class DuckDBDelta:
         text = self._key_texts()
         keys = ", ".join(f"{expr} as __larder_k{i}" for i, expr in enumerate(text))
         fingerprint = f"(hash({', '.join(map(_quote, self._source_columns))}, $1::varchar) >> 1)::bigint"
-        shared_values = [
-            f"larder_snapshot_file.larder_shared_{i}" if self._part is not None
-            else f"(select {expr} as v from model group by 1 having count(*) > 1)"
+        shared_sets = [
+            f"larder_snapshot_file.larder_shared_{i}" if self._part is not None else f"({shared_values(expr, 'model')})"
             for i, expr in enumerate(text)
         ]
         shared_joins = "\n".join(
-            f"left join {values} as d{i} on m.__larder_k{i} = d{i}.v" for i, values in enumerate(shared_values)
+            f"left join {values} as d{i} on m.__larder_k{i} = d{i}.v" for i, values in enumerate(shared_sets)
         )
         shared = " or ".join(f"d{i}.v is not null" for i in range(len(text)))
         replace = f"replace ({', '.join(f'to_json(m.{_quote(c)}) as {_quote(c)}' for c in as_json)})" if as_json else ""
@@ -218,6 +214,12 @@ class DuckDBDelta:
             {shared_joins}
             where {wanted}
         """
+
+
+def _cap_memory(conn: duckdb.DuckDBPyConnection, limit: str, *, spill_to: str) -> None:
+    """What the connection's queries may hold in memory; past it they spill to the folder `spill_to`."""
+    conn.execute(f"set memory_limit = '{limit}'")
+    conn.execute(f"set temp_directory = '{_literal(spill_to)}'")
 
 
 def _read_in_utc(conn: duckdb.DuckDBPyConnection) -> None:

@@ -58,6 +58,12 @@ def load_snapshot(conn: duckdb.DuckDBPyConnection, snapshot: Snapshot, *, tempor
     return size
 
 
+def shared_values(key_text: str, rows: str) -> str:
+    """The query of the values of `key_text` that more than one of `rows` has, as `v`: index values
+    rows share, whose records are rejected as duplicates."""
+    return f"select {key_text} as v from {rows} group by 1 having count(*) > 1"
+
+
 class _Every:
     """`due()` is true once every `seconds`."""
 
@@ -168,7 +174,7 @@ class KeyedDelta:
         Returns (model rows, rows wanted, rows without a primary key)."""
         width = len(self._keys)
         shared_joins = "\n".join(
-            f"left join (select k{i} as v from larder_keys group by 1 having count(*) > 1) as d{i} on m.k{i} = d{i}.v"
+            f"left join ({shared_values(f'k{i}', 'larder_keys')}) as d{i} on m.k{i} = d{i}.v"
             for i in range(width)
         )
         shared = " or ".join(f"d{i}.v is not null" for i in range(width))
